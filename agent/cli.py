@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from agent.commands import sandbox as sandbox_commands
+from agent.commands import score as score_commands
 
 app = typer.Typer(
     name="lineage",
@@ -13,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(sandbox_commands.app, name="sandbox")
+app.command(name="score")(score_commands.score)
 
 
 def main() -> None:

@@ -20,12 +20,18 @@ class SandboxConfig:
     cpus: float = 1.0  # CPU quota per container
     tmpfs_mb: int = 64  # size of /tmp, the candidate's scratch area
     shm_mb: int = 16  # size of /dev/shm
-    job_grace_s: float = 15.0  # host waits wall_s + this for an answer before declaring the container dead
+    job_grace_s: float = (
+        15.0  # host waits wall_s + this for an answer before declaring the container dead
+    )
     retries: int = 1  # re-runs of a job whose container died mid-job
 
     def __post_init__(self) -> None:
         for name, value in asdict(self).items():
-            if isinstance(value, (int, float)) and name not in ("workers", "retries") and value <= 0:
+            if (
+                isinstance(value, (int, float))
+                and name not in ("workers", "retries")
+                and value <= 0
+            ):
                 raise ValueError(f"SandboxConfig.{name} must be positive, got {value!r}")
         if self.workers < 0 or self.retries < 0:
             raise ValueError("SandboxConfig.workers and .retries must be >= 0")

@@ -19,7 +19,9 @@ class Status(StrEnum):
     FAILED = "failed"  # the program loaded, and at least one check failed or raised
     TIMEOUT = "timeout"  # the wall-clock deadline passed before the checks finished
     ERROR = "error"  # the program did not load, or its process died under the checks
-    INFRA_ERROR = "infra_error"  # the sandbox failed (container died twice): not the program's fault
+    INFRA_ERROR = (
+        "infra_error"  # the sandbox failed (container died twice): not the program's fault
+    )
 
 
 class CheckOutcome(StrEnum):

@@ -17,3 +17,56 @@ def build(
 
     tag = ensure_image(image, force=force)
     typer.echo(tag)
+
+
+@app.command()
+def clean(
+    all_: bool = typer.Option(
+        False,
+        "--all",
+        help="Also remove containers of live Lineage processes (ours only, by label).",
+    ),
+) -> None:
+    """Remove sandbox containers left by crashed runs (only ours, found by label)."""
+    from sandbox.containers import remove_leftovers
+
+    typer.echo(f"removed {remove_leftovers(everything=all_)} container(s)")
+
+
+@app.command()
+def selftest(
+    image: str = typer.Option(None, help="Test this sandbox image instead of ours."),
+) -> None:
+    """Run the adversarial suite against the real engine; exit 1 on any failure."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from sandbox import SandboxConfig, SandboxPool
+    from sandbox.selftest import ATTACKS, run_attacks
+
+    console = Console()
+    table = Table(title="sandbox selftest: each attack, then a canary on the same container")
+    for column in ("attack", "verdict", "seconds", "canary", "result"):
+        table.add_column(column)
+    with SandboxPool(SandboxConfig(workers=1), image=image) as pool, console.status("") as status:
+        done = 0
+
+        def show(result) -> None:
+            nonlocal done
+            done += 1
+            status.update(f"attack {done}/{len(ATTACKS)}: {result.attack.name}")
+            table.add_row(
+                result.attack.name,
+                result.verdict.status.value,
+                f"{result.verdict.duration_s:.2f}",
+                result.canary.status.value,
+                "[green]ok[/]" if result.ok else f"[red]FAIL: {result.problem}[/]",
+            )
+
+        results = run_attacks(pool, on_result=show)
+    console.print(table)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(results)} attacks got through[/]")
+        raise typer.Exit(1)
+    console.print(f"[green]all {len(results)} attacks contained[/]")

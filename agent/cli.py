@@ -18,7 +18,14 @@ app.command(name="score")(score_commands.score)
 
 
 def main() -> None:
-    app()
+    """Entry point: errors the user can fix are one clear line and exit code 2, not a traceback."""
+    from sandbox.errors import SandboxError
+
+    try:
+        app()
+    except SandboxError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from docker.errors import APIError, NotFound
 from docker.types import LogConfig
 
 from sandbox.channel import AttachedChannel, ChannelClosed
-from sandbox.config import LABEL, SandboxConfig
+from sandbox.config import DEFAULT_IMAGE, LABEL, SandboxConfig
 from sandbox.engine import docker_client
 from sandbox.errors import SandboxError
 
@@ -86,6 +86,8 @@ def start_container(image: str, config: SandboxConfig) -> WarmContainer:
         log_config=LogConfig(type=LogConfig.types.NONE),
         auto_remove=True,
     )
+    # Our image has no site-packages, so candidates skip `site` (-S); a user's image may need it.
+    python = "python3 -I -S" if image.startswith(f"{DEFAULT_IMAGE}:") else "python3 -I"
     created = api.create_container(
         image,
         command=[
@@ -96,7 +98,11 @@ def start_container(image: str, config: SandboxConfig) -> WarmContainer:
             str(candidate_uid),
             "--referee-uid",
             str(candidate_uid + 1),
-        ],
+            "--python",
+            python,
+            "--start",
+            config.candidate_start,
+        ],  # fmt: skip
         stdin_open=True,
         detach=False,  # makes the engine set StdinOnce: our stream closing stops the container
         user="0",
@@ -138,10 +144,11 @@ def remove_leftovers(everything: bool = False) -> int:
 
 
 def job_processes(container_id: str) -> int:
-    """Processes in the container beyond the supervisor, its init and the one prespawned stub."""
-    top = docker_client().api.top(container_id, ps_args="-eo pid,args")
-    commands = [row[-1] for row in top.get("Processes") or []]
-    infrastructure = ("docker-init", "supervisor.py")
-    others = [c for c in commands if not any(word in c for word in infrastructure)]
-    stubs = [c for c in others if "/opt/lineage/stub.py" in c]
-    return len(others) - min(len(stubs), 1)
+    """Processes of the job users beyond the one candidate prespawned for the next job."""
+    api = docker_client().api
+    args = api.inspect_container(container_id)["Args"]
+    candidate_uid = int(args[args.index("--candidate-uid") + 1])
+    referee_uid = int(args[args.index("--referee-uid") + 1])
+    rows = api.top(container_id, ps_args="-eo pid,uid,args").get("Processes") or []
+    uids = [int(row[1]) for row in rows]
+    return uids.count(referee_uid) + max(0, uids.count(candidate_uid) - 1)

@@ -1,17 +1,27 @@
-"""Candidate-side main: load the untrusted program, then answer the referee's calls.
+"""Candidate side: load the untrusted program, then answer the referee's calls.
 
-Started by the supervisor as the candidate user in a fresh `python3 -I` before its job arrives
-(so interpreter start-up overlaps the previous verdict's round trip). Everything before `exec` of
-the program is ours; after it, the candidate owns this process, which is why nothing that decides
-the verdict lives here.
+Two ways to get a fresh candidate interpreter, chosen by the supervisor:
+- fork (default): `stub.py --zygote SOCK UID` runs once per container as a pristine `python3 -I`
+  that never sees a job. For each job it forks a child, which drops to the candidate user before
+  it reads anything, and hands the parent ends of the child's pipes to the supervisor over the
+  socket. A fork costs about a millisecond; an interpreter start costs fifteen.
+- exec: `stub.py REPLY_FD`, started per job by the supervisor already as the candidate user.
 
-Protocol (frames, see codec): fd 0 brings the job, then call requests; the fd named by argv[1]
-takes the load report, then one reply per call. Imports are builtins only: start-up is per job. The program's stdout/stderr go to the supervisor's capture pipe.
+Either way the process is new for each job and never used again. Everything before `exec` of the
+program is ours; after it the candidate owns this process, so nothing that decides the verdict
+lives here. Protocol (frames, see codec): requests come in on one pipe (the job first, then calls);
+the load report and one reply per call go out on another. Imports are builtins only.
 """
 
 import os
 import resource
 import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import codec  # noqa: E402
+
+sys.path.remove(HERE)
 
 
 def _limit(kind: int, soft: int, hard: int | None = None) -> None:
@@ -33,21 +43,17 @@ def apply_limits(limits: dict) -> None:
         pass
 
 
-def main() -> None:
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, here)
-    import codec
-
-    sys.path.remove(here)
-
+def serve(requests_fd: int, replies_fd: int) -> None:
+    """The candidate's whole life: receive the job, load the program, answer calls until EOF."""
     # Move the protocol off the standard descriptors so `input()` and `print()` cannot touch it.
-    requests = os.fdopen(os.dup(0), "rb")
-    reply_fd = int(sys.argv[1])
-    replies = os.fdopen(os.dup(reply_fd), "wb")
+    requests = os.fdopen(os.dup(requests_fd), "rb")
+    replies = os.fdopen(os.dup(replies_fd), "wb")
+    os.close(replies_fd)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
-    os.close(reply_fd)
+    if requests_fd != 0:
+        os.close(requests_fd)
 
     def send(message: dict) -> None:
         codec.write_frame(replies, codec.pack_untrusted(message))
@@ -87,5 +93,52 @@ def main() -> None:
         send(reply)
 
 
+def _become_candidate(uid: int, output_fd: int) -> None:
+    os.setsid()
+    os.dup2(output_fd, 1)
+    os.dup2(output_fd, 2)
+    os.close(output_fd)
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)  # from root to a plain user: every capability is gone now
+    os.chdir("/tmp")
+
+
+def zygote(sock_fd: int, uid: int) -> None:
+    """Fork one fresh candidate per request byte; send back its pid and pipe ends."""
+    import signal
+    import socket
+
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps our children
+    sock = socket.socket(fileno=sock_fd)
+    while sock.recv(1):
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        out_r, out_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                sock.close()
+                for fd in (req_w, rep_r, out_r):
+                    os.close(fd)
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                _become_candidate(uid, out_w)
+                serve(req_r, rep_w)
+                sys.stdout.flush()
+            except BaseException:
+                code = 1
+            finally:
+                os._exit(code)
+        for fd in (req_r, rep_w, out_w):
+            os.close(fd)
+        socket.send_fds(sock, [str(pid).encode()], [req_w, rep_r, out_r])
+        for fd in (req_w, rep_r, out_r):
+            os.close(fd)
+
+
 if __name__ == "__main__":
-    main()
+    if sys.argv[1] == "--zygote":
+        zygote(int(sys.argv[2]), int(sys.argv[3]))
+    else:
+        serve(0, int(sys.argv[1]))

@@ -35,13 +35,69 @@ ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"
 IPC_RMID = 0
 
 
+class HostGone(Exception):
+    """Our stdin closed: the process that owns this container has exited."""
+
+
+class CandidateProcess:
+    """One job's candidate: its pid, a pidfd to wait on, and our ends of its three pipes."""
+
+    def __init__(self, pid: int, requests: int, replies: int, output: int, popen=None) -> None:
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+        self.requests, self.replies, self.output = requests, replies, output
+        self._popen = popen  # exec mode: our own child, reaped by us
+
+    def kill(self) -> None:
+        try:
+            signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        select.select([self.pidfd], [], [], 5.0)  # readable once the process has exited
+        if self._popen is not None:
+            self._popen.wait()
+        for fd in (self.pidfd, self.requests, self.replies):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class Zygote:
+    """Client of the fork server in stub.py (see there for why)."""
+
+    def __init__(self, python: list[str], uid: int) -> None:
+        import socket
+
+        self._socket_module = socket
+        ours, theirs = socket.socketpair()
+        self.process = subprocess.Popen(
+            [*python, os.path.join(HERE, "stub.py"), "--zygote", str(theirs.fileno()), str(uid)],
+            pass_fds=(theirs.fileno(),),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            cwd="/",
+            env=ENV,
+        )
+        theirs.close()
+        self.sock = ours
+
+    def fork(self) -> CandidateProcess:
+        self.sock.sendall(b"F")
+        message, fds, _, _ = self._socket_module.recv_fds(self.sock, 64, 3)
+        if len(fds) != 3:
+            raise RuntimeError("the zygote is gone")
+        return CandidateProcess(int(message), *fds)
+
+
 class Supervisor:
-    def __init__(self, candidate_uid: int, referee_uid: int, python: list[str]) -> None:
+    def __init__(self, candidate_uid: int, referee_uid: int, python: list[str], start: str) -> None:
         self.candidate_uid = candidate_uid
         self.referee_uid = referee_uid
         self.python = python
-        self.candidate: subprocess.Popen | None = None
-        self.reply_r = -1
+        self.zygote = Zygote(python, candidate_uid) if start == "fork" else None
+        self.candidate: CandidateProcess | None = None
+        self.inbox = b""  # bytes from the host not yet taken as a job line
         self.out = os.fdopen(os.dup(1), "wb")
         # Nothing else in this process may write to the host channel.
         devnull = os.open(os.devnull, os.O_RDWR)
@@ -50,25 +106,30 @@ class Supervisor:
 
     # -- the candidate interpreter -------------------------------------------------------------
     def spawn_candidate(self) -> None:
-        """Start the next job's interpreter now, so its start-up is off the job's critical path."""
-        reply_r, reply_w = os.pipe()
+        """Make the next job's candidate now, so its start-up is off the job's critical path."""
+        if self.zygote is not None:
+            self.candidate = self.zygote.fork()
+            return
+        req_r, req_w = os.pipe()
+        rep_r, rep_w = os.pipe()
+        out_r, out_w = os.pipe()
         uid = self.candidate_uid
-        self.candidate = subprocess.Popen(
-            [*self.python, os.path.join(HERE, "stub.py"), str(reply_w)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            pass_fds=(reply_w,),
+        popen = subprocess.Popen(
+            [*self.python, os.path.join(HERE, "stub.py"), str(rep_w)],
+            stdin=req_r,
+            stdout=out_w,
+            stderr=out_w,
+            pass_fds=(rep_w,),
             cwd="/tmp",
             env=ENV,
             user=uid,
             group=uid,
             extra_groups=[],
             start_new_session=True,
-            bufsize=0,
         )
-        os.close(reply_w)
-        self.reply_r = reply_r
+        for fd in (req_r, rep_w, out_w):
+            os.close(fd)
+        self.candidate = CandidateProcess(popen.pid, req_w, rep_r, out_r, popen)
 
     # -- one job ---------------------------------------------------------------------------------
     def run_job(self, job: dict) -> dict:
@@ -77,16 +138,16 @@ class Supervisor:
         deadline = started + float(limits["wall_s"])
         keep = int(limits["output_kb"]) * 1024
         cand = self.candidate
-        assert cand is not None and cand.stdin is not None and cand.stdout is not None
+        assert cand is not None
         report_r, report_w = os.pipe()
-        referee_pid = self._fork_referee(job, cand.stdin.fileno(), self.reply_r, report_w)
+        referee_pid = self._fork_referee(job, cand.requests, cand.replies, report_w)
         os.close(report_w)
 
         output = bytearray()
         dropped = 0
         reports: list[dict] = []
         pending = b""
-        open_fds = {report_r: "report", cand.stdout.fileno(): "output"}
+        open_fds = {report_r: "report", cand.output: "output", 0: "host"}
         timed_out = False
         while "report" in open_fds.values():
             remaining = deadline - time.monotonic()
@@ -96,6 +157,12 @@ class Supervisor:
             ready, _, _ = select.select(list(open_fds), [], [], remaining)
             for fd in ready:
                 chunk = os.read(fd, 65536)
+                if open_fds[fd] == "host":
+                    if not chunk:  # the host is gone: nobody wants this verdict
+                        self._end_job(referee_pid)
+                        raise HostGone
+                    self.inbox += chunk
+                    continue
                 if open_fds[fd] == "output":
                     if not chunk:
                         del open_fds[fd]
@@ -113,7 +180,7 @@ class Supervisor:
                 reports.extend(json.loads(line) for line in lines if line)
 
         self._end_job(referee_pid)
-        self._drain(cand.stdout.fileno(), output, keep)
+        self._drain(cand.output, output, keep)
         os.close(report_r)
         verdict = judge(reports, len(job["checks"]), timed_out, float(limits["wall_s"]))
         tail = bytes(output[-keep:]).decode("utf-8", "replace")
@@ -155,18 +222,22 @@ class Supervisor:
             os._exit(code)
 
     def _end_job(self, referee_pid: int) -> None:
-        kill_user(self.referee_uid)
-        kill_user(self.candidate_uid)
-        _reap(referee_pid)
+        """Leave no process, IPC object or file of either job user behind.
+
+        Fast path: the referee has usually exited and the candidate is one process, which root
+        may kill directly. One /proc scan then tells whether anything else of either user lives
+        (anything alive during the scan is seen, and only a live process can fork), and only
+        then does the slower `kill(-1)`-as-that-user loop run."""
         if self.candidate is not None:
-            self.candidate.wait()
-            assert self.candidate.stdin is not None
-            try:
-                self.candidate.stdin.close()
-            except OSError:
-                pass
-        os.close(self.reply_r)
-        self.reply_r = -1
+            self.candidate.kill()
+        try:
+            os.kill(referee_pid, signal.SIGKILL)  # usually already exited (a zombie until reaped)
+        except ProcessLookupError:
+            pass
+        _reap(referee_pid)
+        users = (self.referee_uid, self.candidate_uid)
+        for uid in running_users(users) | set(ipc_owners(users)):
+            kill_user(uid)
         wipe_scratch()
 
     def _drain(self, fd: int, output: bytearray, keep: int) -> None:
@@ -181,8 +252,7 @@ class Supervisor:
             output += chunk
             if len(output) > 2 * keep:
                 del output[: len(output) - keep]
-        if self.candidate is not None and self.candidate.stdout is not None:
-            self.candidate.stdout.close()
+        os.close(fd)
 
     # -- the loop ----------------------------------------------------------------------------
     def serve(self) -> None:
@@ -191,13 +261,15 @@ class Supervisor:
         wipe_scratch()
         self.spawn_candidate()
         self.send({"ready": True, "python": sys.version.split()[0]})
-        for line in sys.stdin.buffer:
+        while (line := self._next_line()) is not None:
             if not line.strip():
                 continue
             try:
                 message = json.loads(line)
                 job_id = message.get("id")
                 verdict = self.run_job(message["job"])
+            except HostGone:
+                return
             except Exception as exc:  # a malformed job from the host is answered, not fatal
                 verdict = {
                     "status": "infra_error",
@@ -210,25 +282,31 @@ class Supervisor:
                     pass
                 self._reset()
             verdict["id"] = job_id
-            clean = (
-                scratch_is_clean()
-                and not live_pids(self.candidate_uid)
-                and not live_pids(self.referee_uid)
-            )
+            clean = scratch_is_clean() and not running_users((self.candidate_uid, self.referee_uid))
             verdict["clean"] = clean
             self.spawn_candidate()
             self.send(verdict)
             if not clean:  # the host replaces a container that could not be cleaned
                 sys.exit(3)
 
+    def _next_line(self) -> bytes | None:
+        while b"\n" not in self.inbox:
+            chunk = os.read(0, 1 << 20)
+            if not chunk:
+                return None
+            self.inbox += chunk
+        line, self.inbox = self.inbox.split(b"\n", 1)
+        return line
+
     def _reset(self) -> None:
-        kill_user(self.referee_uid)
-        kill_user(self.candidate_uid)
         if self.candidate is not None:
-            self.candidate.wait()
-        if self.reply_r >= 0:
-            os.close(self.reply_r)
-            self.reply_r = -1
+            self.candidate.kill()
+            try:
+                os.close(self.candidate.output)
+            except OSError:
+                pass
+        for uid in (self.referee_uid, self.candidate_uid):
+            kill_user(uid)
         wipe_scratch()
 
     def send(self, message: dict) -> None:
@@ -291,9 +369,9 @@ def _reap(pid: int) -> None:
         pass
 
 
-def live_pids(uid: int) -> list[int]:
-    """Processes of `uid` in this container that still run (zombies do not count)."""
-    found = []
+def running_users(uids: tuple[int, ...]) -> set[int]:
+    """Which of `uids` still own a running process in this container (one /proc scan)."""
+    found = set()
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -302,11 +380,23 @@ def live_pids(uid: int) -> list[int]:
                 fields = dict(line.split(":", 1) for line in f if ":" in line)
         except OSError:
             continue
-        if fields.get("State", "").strip().startswith("Z"):
-            continue
-        if int(fields.get("Uid", "-1").split()[0]) == uid:
-            found.append(int(name))
+        uid = int(fields.get("Uid", "-1").split()[0])
+        if uid in uids and not fields.get("State", "").strip().startswith("Z"):
+            found.add(uid)
     return found
+
+
+def ipc_owners(uids: tuple[int, ...]) -> list[int]:
+    """Which of `uids` own SysV IPC objects (they outlive their creator)."""
+    owners = set()
+    for kind in ("shm", "sem", "msg"):
+        try:
+            with open(f"/proc/sysvipc/{kind}") as f:
+                uid_col = f.readline().split().index("uid")
+                owners.update(int(line.split()[uid_col]) for line in f)
+        except (OSError, ValueError):
+            continue
+    return [uid for uid in uids if uid in owners]
 
 
 def kill_user(uid: int) -> bool:
@@ -326,7 +416,7 @@ def kill_user(uid: int) -> bool:
                 os._exit(0)
         _reap(pid)
         _reap_all()
-        if not live_pids(uid):
+        if not running_users((uid,)):
             return True
         time.sleep(0.002)
     return False
@@ -405,9 +495,15 @@ def main() -> None:
     parser.add_argument("--candidate-uid", type=int, required=True)
     parser.add_argument("--referee-uid", type=int, required=True)
     parser.add_argument("--python", default="python3 -I", help="interpreter command for candidates")
+    parser.add_argument(
+        "--start",
+        choices=("fork", "exec"),
+        default="fork",
+        help="fork each candidate from a pristine zygote, or exec a new interpreter",
+    )
     args = parser.parse_args()
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-    Supervisor(args.candidate_uid, args.referee_uid, args.python.split()).serve()
+    Supervisor(args.candidate_uid, args.referee_uid, args.python.split(), args.start).serve()
 
 
 if __name__ == "__main__":

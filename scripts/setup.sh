@@ -31,5 +31,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
+"$VENV/bin/python" -m evaluators.fetch
 bash scripts/ensure-docker.sh
 "$VENV/bin/lineage" sandbox build

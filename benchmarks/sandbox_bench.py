@@ -81,6 +81,7 @@ def run_subprocesses(problems: list[dict], workers: int, python: str) -> tuple[f
 
 def run_docker_run(problems: list[dict], workers: int, image: str) -> tuple[float, int]:
     client = docker_client()
+    errors: list[str] = []
 
     def one(p: dict) -> bool:
         try:
@@ -89,17 +90,18 @@ def run_docker_run(problems: list[dict], workers: int, image: str) -> tuple[floa
                 ["python3", "-I", "-c", as_script(p)],
                 network_mode="none",
                 remove=True,
-                stdout=False,
-                stderr=False,
                 labels={"lineage.sandbox": "1"},
             )
             return True
-        except Exception:
+        except Exception as exc:  # a failing solution raises ContainerError; keep the first cause
+            errors.append(f"{p['task_id']}: {exc!r}"[:500])
             return False
 
     t0 = time.perf_counter()
     with ThreadPoolExecutor(workers) as ex:
         ok = sum(ex.map(one, problems))
+    if errors:
+        print(f"docker run: {len(errors)} failures, first: {errors[0]}")
     return time.perf_counter() - t0, ok
 
 

@@ -53,9 +53,14 @@ def dockerfile(base: str) -> str:
     )
 
 
-def _find(recipe: str) -> str | None:
-    images = docker_client().images.list(filters={"label": f"{RECIPE_LABEL}={recipe}"})
-    return images[0].tags[0] if images and images[0].tags else None
+def _exists(tag: str) -> bool:
+    """By exact tag: the tag encodes the recipe hash (labels alone would not do, since an image
+    inherits its parent's labels)."""
+    try:
+        docker_client().images.get(tag)
+        return True
+    except ImageNotFound:
+        return False
 
 
 def _log(message: str) -> None:
@@ -65,16 +70,16 @@ def _log(message: str) -> None:
 def ensure_base(force: bool = False) -> str:
     """A local image with python3: pulled when a registry answers, else debootstrapped."""
     recipe = _hash("base", *DEBOOTSTRAP)
-    if not force and (tag := _find(recipe)):
+    tag = f"{BASE_REPO}:{recipe}"
+    if not force and _exists(tag):
         return tag
     client = docker_client()
-    tag = f"{BASE_REPO}:{recipe}"
     try:
         client.images.pull(REGISTRY_BASE)
         image = client.images.get(REGISTRY_BASE)
         image.tag(BASE_REPO, recipe)
         _log(f"base image: pulled {REGISTRY_BASE}")
-        # Label it by building a trivial layer, so `_find` and `clean` see it as ours.
+        # Label it by building a trivial layer, so `clean` sees it as ours.
         _build(f"FROM {REGISTRY_BASE}\n", {}, tag, recipe)
         return tag
     except APIError:
@@ -152,11 +157,14 @@ def ensure_image(base_image: str | None = None, force: bool = False) -> str:
         repo = DEFAULT_IMAGE
     else:
         try:
-            base_identity = docker_client().images.get(base_image).id
+            given = docker_client().images.get(base_image)
         except ImageNotFound:
             raise ImageBuildError(
                 f"image {base_image!r} not found locally (pull or build it first)"
             ) from None
+        if given.labels.get(LABEL) and base_image.startswith(f"{DEFAULT_IMAGE}:"):
+            return base_image  # already a sandbox image of ours (e.g. a tag ensure_image returned)
+        base_identity = given.id
         base = base_image
         repo = f"{DEFAULT_IMAGE}-custom"
     files = container_files()
@@ -164,9 +172,26 @@ def ensure_image(base_image: str | None = None, force: bool = False) -> str:
     recipe = _hash(
         text, base_identity, *(name.encode() + b"\0" + data for name, data in files.items())
     )
-    if not force and (tag := _find(recipe)):
-        return tag
     tag = f"{repo}:{recipe}"
+    if not force and _exists(tag):
+        return tag
     _log(f"building {tag}")
     _build(text, files, tag, recipe)
     return tag
+
+
+def remove_stale_images() -> int:
+    """Remove our images (by label) that the current recipes no longer produce and nothing runs."""
+    client = docker_client()
+    current = {ensure_base(), ensure_image()}
+    in_use = {c["ImageID"] for c in client.api.containers(all=True)}
+    removed = 0
+    for image in client.images.list(filters={"label": LABEL}):
+        if set(image.tags) & current or image.id in in_use:
+            continue
+        try:
+            client.images.remove(image.id, force=False, noprune=False)
+            removed += 1
+        except APIError:
+            pass  # a child image or a container still needs it
+    return removed

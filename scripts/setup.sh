@@ -27,7 +27,7 @@ stamp="$VENV/.lineage-installed"
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     log "installing lineage and its extras into $VENV"
-    pip install -e '.[dev]'
+    pip install -e '.[dev,model]'
     echo "$want" > "$stamp"
 fi
 

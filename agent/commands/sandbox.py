@@ -27,10 +27,12 @@ def clean(
         help="Also remove containers of live Lineage processes (ours only, by label).",
     ),
 ) -> None:
-    """Remove sandbox containers left by crashed runs (only ours, found by label)."""
+    """Remove sandbox containers left by crashed runs and our outdated images (ours only, by label)."""
     from sandbox.containers import remove_leftovers
+    from sandbox.image import remove_stale_images
 
     typer.echo(f"removed {remove_leftovers(everything=all_)} container(s)")
+    typer.echo(f"removed {remove_stale_images()} outdated image(s)")
 
 
 @app.command()

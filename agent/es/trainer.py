@@ -1,0 +1,138 @@
+"""One ES step on code tasks: the whole population generates in one batched call, the sandbox scores.
+
+TRL style: `EsTrainerConfig` holds the settings, `EsTrainer` does the work. Each step draws a
+minibatch of training tasks (seeded by step), generates every (member, task) pair greedily (all
+variation comes from the weights), scores the completions in the sandbox, and hands the
+(members x tasks) reward matrix to `EggRoll.tell`, whose z-scoring per task column is the
+"fitness per task group" shaping. Correctness is kept apart from the total reward in the result.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from agent.es.eggroll import EggRoll
+from agent.es.record import EsRecord
+from agent.policy.backend import GenerationConfig, PolicyBackend
+from agent.policy.prompts import COMPLETION_STOPS, completion_prompt
+from evaluators.rewards import RewardConfig, reward
+from evaluators.scoring import Candidate, score
+from evaluators.task import Task
+from evaluators.timeouts import JobRunner
+
+
+@dataclass(frozen=True)
+class EsTrainerConfig:
+    tasks_per_step: int = 8
+    generation: GenerationConfig = field(
+        default_factory=lambda: GenerationConfig(
+            max_new_tokens=256, stop=COMPLETION_STOPS, batch_size=32
+        )
+    )
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    seed: int = 0  # minibatch sampling
+
+    def __post_init__(self) -> None:
+        if self.tasks_per_step < 1:
+            raise ValueError(f"tasks_per_step must be >= 1, got {self.tasks_per_step}")
+        if not self.generation.greedy:
+            raise ValueError("ES generates greedily: all variation must come from the weights")
+
+
+@dataclass(frozen=True)
+class StepResult:
+    record: EsRecord
+    tasks: list[str]
+    rewards: list[list[float]]  # members x tasks, the ES fitness (total reward)
+    correctness: float  # mean correctness over members and tasks (no format component)
+    pass_rate: float  # share of (member, task) pairs that fully passed
+    tokens: int
+    generate_s: float
+    score_s: float
+    infra_errors: int
+
+
+class EsTrainer:
+    def __init__(
+        self,
+        es: EggRoll,
+        backend: PolicyBackend,
+        runner: JobRunner,
+        tasks: Sequence[Task],
+        config: EsTrainerConfig = EsTrainerConfig(),
+        timeouts: dict[str, float] | None = None,
+    ) -> None:
+        if not tasks:
+            raise ValueError("ES needs at least one training task")
+        self.es, self.backend, self.runner = es, backend, runner
+        self.tasks = list(tasks)
+        self.config = config
+        self.timeouts = timeouts
+
+    def minibatch(self, step: int) -> list[Task]:
+        rng = random.Random(f"{self.config.seed}:{step}")
+        k = min(self.config.tasks_per_step, len(self.tasks))
+        return rng.sample(self.tasks, k)
+
+    def step(
+        self, parent: str | None = None, on_generated: Callable[[int], None] | None = None
+    ) -> StepResult:
+        tasks = self.minibatch(self.es.step)
+        population = self.es.ask()
+        n, t = population.size, len(tasks)
+        prompts = [completion_prompt(task.prompt) for _ in range(n) for task in tasks]
+        member_of_row = [m for m in range(n) for _ in range(t)]
+        started = time.perf_counter()
+        if self.es.config.mode == "lowrank":
+            generations = self.backend.generate(
+                prompts,
+                self.config.generation,
+                population.perturbation,
+                member_of_row,
+                on_generated,
+            )
+        else:  # the full-rank reference: one member at a time, perturbed in place
+            generations = []
+            for m in range(n):
+                with self.es.member(population, m):
+                    generations += self.backend.generate(
+                        prompts[m * t : (m + 1) * t], self.config.generation
+                    )
+            self.es.release_member_copy()
+        generate_s = time.perf_counter() - started
+        candidates = [
+            Candidate.from_completion(task, g.text)
+            for g, task in zip(generations, tasks * n, strict=True)
+        ]
+        started = time.perf_counter()
+        verdicts = score(candidates, self.runner, self.timeouts)
+        score_s = time.perf_counter() - started
+        rewards_flat = [reward(v, self.config.reward) for v in verdicts]
+        infra = sum(r is None for r in rewards_flat)
+        matrix = [[rewards_flat[m * t + j] for j in range(t)] for m in range(n)]
+        fitness = [[_fill(matrix, m, j) for j in range(t)] for m in range(n)]
+        record = self.es.tell(population, fitness, parent=parent)
+        known = [r for r in rewards_flat if r is not None]
+        return StepResult(
+            record=record,
+            tasks=[task.task_id for task in tasks],
+            rewards=fitness,
+            correctness=sum(r.correctness for r in known) / max(len(known), 1),
+            pass_rate=sum(r.passed for r in known) / max(len(known), 1),
+            tokens=sum(g.num_tokens for g in generations),
+            generate_s=generate_s,
+            score_s=score_s,
+            infra_errors=infra,
+        )
+
+
+def _fill(matrix, member: int, task: int) -> float:
+    """A reward lost to an infra error takes its task's mean: it must carry no signal either way."""
+    r = matrix[member][task]
+    if r is not None:
+        return r.total
+    column = [row[task].total for row in matrix if row[task] is not None]
+    return sum(column) / len(column) if column else 0.0

@@ -15,7 +15,12 @@ if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV"
     "$PY" -m venv "$VENV"
 fi
-pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@"; }
+# (Some machines' pip configs name local index folders that lack most packages; pip warns once
+# per package. Those lines say nothing about our install, so they are filtered out.)
+pip() {
+    "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" \
+        2> >(grep -v "^WARNING: Location 'file://" >&2)
+}
 
 if ! "$VENV/bin/python" -c 'import torch' >/dev/null 2>&1; then
     log "installing torch==2.13.0 (CPU build where no other is installed)"

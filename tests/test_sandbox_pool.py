@@ -165,37 +165,37 @@ def _kill_when_busy(pool: SandboxPool, times: int, stop: threading.Event) -> Non
         time.sleep(0.05)
 
 
-def test_a_container_killed_mid_job_is_replaced_and_the_job_retried(sandbox_image):
-    slow = job(
-        "import time\ndef f():\n    time.sleep(1.5)\n    return 7\n", "assert candidate() == 7"
-    )
-    with SandboxPool(SandboxConfig(workers=1, retries=1), image=sandbox_image) as pool:
-        first = pool.container_ids[0]
-        stop = threading.Event()
-        killer = threading.Thread(target=_kill_when_busy, args=(pool, 1, stop))
-        killer.start()
-        v = pool.run([slow])[0]
+SLOW = job("import time\ndef f():\n    time.sleep(1.5)\n    return 7\n", "assert candidate() == 7")
+TRIVIAL = job("def f():\n    return 1\n", "assert candidate() == 1")
+
+
+def _run_while_killing(pool: SandboxPool, kills: int):
+    """Run SLOW while its container is killed `kills` times; then the pool must still work."""
+    stop = threading.Event()
+    killer = threading.Thread(target=_kill_when_busy, args=(pool, kills, stop))
+    killer.start()
+    try:
+        verdict = pool.run([SLOW])[0]
+    finally:
         stop.set()
         killer.join()
+    assert pool.run([TRIVIAL])[0].passed
+    return verdict
+
+
+def test_a_container_killed_mid_job_is_replaced_and_the_job_retried(sandbox_image):
+    with SandboxPool(SandboxConfig(workers=1, retries=1), image=sandbox_image) as pool:
+        first = pool.container_ids[0]
+        v = _run_while_killing(pool, kills=1)
         assert v.status is Status.PASSED and v.attempts == 2
         assert pool.replacements == 1 and pool.container_ids[0] != first
-        assert pool.run([job("def f():\n    return 1\n", "assert candidate() == 1")])[0].passed
 
 
 def test_a_job_whose_container_always_dies_is_an_infra_error(sandbox_image):
-    slow = job(
-        "import time\ndef f():\n    time.sleep(1.5)\n    return 7\n", "assert candidate() == 7"
-    )
     with SandboxPool(SandboxConfig(workers=1, retries=1), image=sandbox_image) as pool:
-        stop = threading.Event()
-        killer = threading.Thread(target=_kill_when_busy, args=(pool, 2, stop))
-        killer.start()
-        v = pool.run([slow])[0]
-        stop.set()
-        killer.join()
+        v = _run_while_killing(pool, kills=2)
         assert v.status is Status.INFRA_ERROR and v.attempts == 2
         assert "sandbox failed 2 time(s)" in v.detail
-        assert pool.run([job("def f():\n    return 1\n", "assert candidate() == 1")])[0].passed
 
 
 def test_no_docker_engine_gives_an_error_naming_the_fix():

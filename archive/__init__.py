@@ -1,1 +1,48 @@
+"""The lineage archive: nodes (weights + scaffold), storage, crash recovery, selection, graph."""
 
+from archive.errors import (
+    ArchiveError,
+    ArchiveLockedError,
+    DuplicateNodeError,
+    ForeignDatabaseError,
+    InvalidNodeError,
+    NewerSchemaError,
+    NodeNotFoundError,
+    NoEligibleNodeError,
+    SchemaError,
+)
+from archive.graph import export_graphml, export_node_link, lineage_graph, read_node_link
+from archive.node import Cost, NewNode, Node, Operator, Score, Status, WeightsChain
+from archive.recovery import RecoveryReport
+from archive.selection import STRATEGIES, Gate, Pool, Strategy, register_strategy
+from archive.store import Archive
+
+__all__ = [
+    "STRATEGIES",
+    "Archive",
+    "ArchiveError",
+    "ArchiveLockedError",
+    "Cost",
+    "DuplicateNodeError",
+    "ForeignDatabaseError",
+    "Gate",
+    "InvalidNodeError",
+    "NewNode",
+    "NewerSchemaError",
+    "Node",
+    "NoEligibleNodeError",
+    "NodeNotFoundError",
+    "Operator",
+    "Pool",
+    "RecoveryReport",
+    "SchemaError",
+    "Score",
+    "Status",
+    "Strategy",
+    "WeightsChain",
+    "export_graphml",
+    "export_node_link",
+    "lineage_graph",
+    "read_node_link",
+    "register_strategy",
+]

@@ -1,0 +1,819 @@
+"""The Archive: one run directory holding every node of a lineage, crash-safe and fast to reopen.
+
+    run_dir/archive.sqlite   nodes, edges, scores (WAL, synchronous=FULL)
+    run_dir/scaffolds.git    one commit per scaffold, one ref per node (refs/nodes/<id>)
+    run_dir/blobs/           optional weight checkpoints, one file per node
+
+synchronous=FULL: in WAL mode NORMAL already survives kill -9, FULL also keeps the last
+committed node or score through a power cut. It costs one fsync per transaction, nothing next
+to an evaluation that takes minutes; bulk inserts are one transaction, so one fsync.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import random
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from archive.blobs import BlobStore
+from archive.errors import (
+    ArchiveError,
+    ArchiveLockedError,
+    DuplicateNodeError,
+    InvalidNodeError,
+    NodeNotFoundError,
+    NoEligibleNodeError,
+)
+from archive.index import CladeStats, Entry, LineageIndex, paused_gc
+from archive.node import (
+    Cost,
+    NewNode,
+    Node,
+    Operator,
+    Score,
+    Status,
+    WeightsChain,
+    check_node_id,
+    check_status,
+)
+from archive.recovery import RecoveryReport, recover
+from archive.scaffolds import ScaffoldRepo
+from archive.schema import check_file, check_schema, create, is_empty, transaction
+from archive.selection import Gate, Pool, Strategy, make_strategy
+
+DB_NAME = "archive.sqlite"
+GIT_NAME = "scaffolds.git"
+BLOBS_NAME = "blobs"
+LOCK_NAME = "archive.lock"
+
+_NODE_SELECT = (
+    "SELECT seq, id, operator, scaffold, status, failure_reason, base_model, base_hash, "
+    "es_record, generated_tokens, sandbox_s, wall_s, created_at, metadata, children, checkpoint "
+    "FROM nodes JOIN payloads ON payloads.node = nodes.seq"
+)
+
+
+class Archive:
+    """All nodes of one run. Single writer (a lock file enforces it); use as a context manager."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        *,
+        create: bool = True,
+        synchronous: str = "FULL",
+        verify: bool = False,
+        lock_timeout: float = 0.0,
+    ) -> None:
+        """Open (or create) the run directory and repair what a crash left; see `recovery`.
+
+        verify=True also runs SQLite's quick_check (O(database size), ~0.5 s per 100k nodes).
+        lock_timeout: seconds to wait for another writer to let go (a killed writer's child
+        processes can hold the lock for a moment after its death).
+        """
+        self.run_dir = Path(run_dir)
+        if not self.run_dir.is_dir():
+            if not create:
+                raise ArchiveError(f"{self.run_dir}: no such run directory")
+            self.run_dir.mkdir(parents=True)
+        self._lock = _lock(self.run_dir / LOCK_NAME, lock_timeout)
+        try:
+            self._open(create, synchronous, verify)
+        except BaseException:
+            db = getattr(self, "_db", None)
+            if db is not None:
+                db.close()
+            self._lock.close()
+            raise
+
+    def _open(self, create_new: bool, synchronous: str, verify: bool) -> None:
+        self.db_path = self.run_dir / DB_NAME
+        existed = self.db_path.exists() and self.db_path.stat().st_size > 0
+        if existed:
+            check_file(self.db_path)
+        elif not create_new:
+            raise ArchiveError(f"{self.db_path}: no archive database in this run directory")
+        db = sqlite3.connect(self.db_path, isolation_level=None)
+        try:
+            fresh = is_empty(db)
+            if existed and not fresh:
+                check_schema(db, self.db_path)
+            if db.execute("PRAGMA journal_mode = WAL").fetchone()[0] != "wal":
+                raise ArchiveError(f"{self.db_path}: cannot switch to WAL mode")
+            if synchronous.upper() not in ("NORMAL", "FULL", "EXTRA"):
+                raise ValueError(f"synchronous must be NORMAL, FULL or EXTRA, not {synchronous!r}")
+            db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            db.execute("PRAGMA foreign_keys = ON")
+            if fresh:
+                create(db, time.time())
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+        git_dir = self.run_dir / GIT_NAME
+        if not (git_dir / "HEAD").exists() and db.execute("SELECT 1 FROM nodes LIMIT 1").fetchone():
+            raise ArchiveError(
+                f"{git_dir}: missing, but {self.db_path} holds nodes whose scaffolds live there; "
+                "restore it rather than start an empty one (every node would lose its commit)"
+            )
+        self.scaffolds = ScaffoldRepo(git_dir)
+        self.blobs = BlobStore(self.run_dir / BLOBS_NAME)
+        unclean = db.execute("SELECT value FROM meta WHERE key = 'open'").fetchone()[0] == "1"
+        refs = _Background(self.scaffolds.node_refs)  # git lists refs while we read the DB
+        self._index = _load_index(db)
+        with paused_gc():  # recovery compares 100k-entry dicts of ids, shas and refs
+            self.recovery: RecoveryReport = recover(
+                db,
+                self.db_path,
+                self.scaffolds,
+                self.blobs,
+                self._index,
+                refs.result,
+                unclean=unclean,
+                verify=verify,
+            )
+        with transaction(db):
+            db.execute("UPDATE meta SET value = '1' WHERE key = 'open'")
+        self._strategies: dict[tuple[str, tuple[tuple[str, Any], ...]], Strategy] = {}
+        self._closed = False
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    def close(self) -> None:
+        """Mark a clean shutdown (the next open skips the integrity check) and release the lock."""
+        if self._closed:
+            return
+        self._closed = True
+        with transaction(self._db):
+            self._db.execute("UPDATE meta SET value = '0' WHERE key = 'open'")
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._db.close()
+        self._lock.close()
+
+    def __enter__(self) -> Archive:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # ---- adding nodes --------------------------------------------------------------------
+    def add_root(
+        self,
+        base_model: str,
+        base_hash: str,
+        *,
+        workspace: str | Path | None = None,
+        files: Mapping[str, bytes | str | None] | None = None,
+        message: str = "root scaffold",
+        node_id: str | None = None,
+        status: Status = Status.PENDING,
+        failure_reason: str | None = None,
+        scores: Mapping[str, Score | dict[str, Any]] | None = None,
+        cost: Cost | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        checkpoint: bytes | Path | None = None,
+    ) -> Node:
+        """Start a lineage: a base model (id + content hash) and the initial scaffold."""
+        if not base_model or not base_hash:
+            raise InvalidNodeError("a root needs base_model and base_hash")
+        return self._add(
+            (),
+            Operator.ROOT,
+            base=(base_model, base_hash),
+            es_record=None,
+            workspace=workspace,
+            files=files,
+            message=message,
+            node_id=node_id,
+            status=status,
+            failure_reason=failure_reason,
+            scores=scores,
+            cost=cost,
+            metadata=metadata,
+            checkpoint=checkpoint,
+        )
+
+    def add_child(
+        self,
+        parents: str | Sequence[str],
+        operator: str = Operator.ES_STEP,
+        *,
+        es_record: Mapping[str, Any] | None = None,
+        workspace: str | Path | None = None,
+        files: Mapping[str, bytes | str | None] | None = None,
+        message: str | None = None,
+        node_id: str | None = None,
+        status: Status = Status.PENDING,
+        failure_reason: str | None = None,
+        scores: Mapping[str, Score | dict[str, Any]] | None = None,
+        cost: Cost | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        checkpoint: bytes | Path | None = None,
+    ) -> Node:
+        """Add a child atomically. A scaffold edit gives `workspace` (a dir) or `files`
+        (path -> content, None deletes; applied to the first parent's tree); without either the
+        child shares its first parent's commit. `es_record` is this step's ES record (weights
+        are inherited from the first parent when it is None)."""
+        parent_ids = (parents,) if isinstance(parents, str) else tuple(parents)
+        if not parent_ids:
+            raise InvalidNodeError("a child needs at least one parent; use add_root for roots")
+        return self._add(
+            parent_ids,
+            str(operator),
+            base=None,
+            es_record=es_record,
+            workspace=workspace,
+            files=files,
+            message=message,
+            node_id=node_id,
+            status=status,
+            failure_reason=failure_reason,
+            scores=scores,
+            cost=cost,
+            metadata=metadata,
+            checkpoint=checkpoint,
+        )
+
+    def _add(
+        self,
+        parent_ids: tuple[str, ...],
+        operator: str,
+        *,
+        base: tuple[str, str] | None,
+        es_record: Mapping[str, Any] | None,
+        workspace: str | Path | None,
+        files: Mapping[str, bytes | str | None] | None,
+        message: str | None,
+        node_id: str | None,
+        status: Status,
+        failure_reason: str | None,
+        scores: Mapping[str, Score | dict[str, Any]] | None,
+        cost: Cost | None,
+        metadata: Mapping[str, Any] | None,
+        checkpoint: bytes | Path | None,
+    ) -> Node:
+        self._check_open()
+        node_id = check_node_id(node_id) if node_id is not None else _new_id()
+        if node_id in self._index.by_id:
+            raise DuplicateNodeError(f"node {node_id!r} already exists")
+        if workspace is not None and files is not None:
+            raise InvalidNodeError("give a workspace or a file mapping, not both")
+        status = check_status(status, failure_reason)
+        parent_seqs = tuple(self._seq(p) for p in parent_ids)
+        parent_shas = [self._index.entries[s].scaffold for s in parent_seqs]
+        created_at = time.time()
+        text = message or f"{operator} {node_id}"
+        # 1. the commit object (durable: core.fsync=objects) before anything names it
+        if workspace is not None:
+            sha = self.scaffolds.commit_workspace(Path(workspace), parent_shas, text, created_at)
+        elif files is not None:
+            sha = self.scaffolds.commit_files(files, parent_shas, text, created_at)
+        elif not parent_shas:
+            sha = self.scaffolds.empty_commit(text, created_at)
+        else:
+            sha = parent_shas[0]
+        # 2. the checkpoint blob (atomic rename) before the row that names it
+        if checkpoint is not None:
+            self.blobs.put(node_id, checkpoint)
+        spec = NewNode(
+            id=node_id,
+            parent_ids=parent_ids,
+            operator=operator,
+            es_record=dict(es_record) if es_record is not None else None,
+            scaffold=sha,
+            base_model=base[0] if base else None,
+            base_hash=base[1] if base else None,
+            status=status,
+            failure_reason=failure_reason,
+            scores={k: Score.coerce(v) for k, v in (scores or {}).items()},
+            cost=cost,
+            metadata=dict(metadata or {}),
+            created_at=created_at,
+        )
+        # 3. the row, edges, scores and children counts: one transaction
+        try:
+            entries = self._insert(
+                [spec],
+                {node_id: parent_seqs},
+                checkpoints={node_id} if checkpoint is not None else set(),
+            )
+        except BaseException:
+            if checkpoint is not None:
+                self.blobs.remove(node_id)
+            raise
+        for e in entries:  # the index mirrors what is committed, whatever happens next
+            self._index.add(e)
+        # 4. the ref (derived data: recovery re-creates it if we die right here)
+        self.scaffolds.set_ref(node_id, sha)
+        return self.get(node_id)
+
+    def add_many(self, nodes: Iterable[NewNode]) -> list[str]:
+        """Bulk insert in one transaction (e.g. a population of ES children, or a benchmark).
+
+        Makes no git commits: each scaffold is an existing commit or the primary parent's.
+        Parents may be earlier nodes of the same batch.
+        """
+        self._check_open()
+        specs = list(nodes)
+        batch: dict[str, int] = {}
+        scaffold_of: dict[str, str] = {}
+        parents_of: dict[str, tuple[int, ...]] = {}
+        next_seq = batch_start = self._next_seq()
+        for spec in specs:
+            check_node_id(spec.id)
+            if spec.id in self._index.by_id or spec.id in batch:
+                raise DuplicateNodeError(f"node {spec.id!r} already exists")
+            spec.status = check_status(spec.status, spec.failure_reason)
+            seqs = []
+            for p in spec.parent_ids:
+                if p in batch:
+                    seqs.append(batch[p])
+                else:
+                    seqs.append(self._seq(p))
+            if not seqs and not (spec.base_model and spec.base_hash and spec.scaffold):
+                raise InvalidNodeError(f"root {spec.id!r} needs base_model, base_hash, scaffold")
+            if spec.scaffold is None:
+                first = spec.parent_ids[0]
+                spec.scaffold = scaffold_of.get(first) or self._index.entries[seqs[0]].scaffold
+            spec.scores = {k: Score.coerce(v) for k, v in (spec.scores or {}).items()}
+            scaffold_of[spec.id] = spec.scaffold
+            parents_of[spec.id] = tuple(seqs)
+            batch[spec.id] = next_seq
+            next_seq += 1
+        new_shas = {s.scaffold for s in specs} - {e.scaffold for e in self._index.entries.values()}
+        missing = self.scaffolds.missing_commits(s for s in new_shas if s)
+        if missing:
+            raise InvalidNodeError(f"scaffold commits not in {GIT_NAME}: {sorted(missing)[:5]}")
+        entries = self._insert(specs, parents_of, checkpoints=set(), first_seq=batch_start)
+        for e in entries:
+            self._index.add(e)
+        self.scaffolds.set_refs(scaffold_of)
+        return [s.id for s in specs]
+
+    def _insert(
+        self,
+        specs: Sequence[NewNode],
+        parents_of: Mapping[str, tuple[int, ...]],
+        *,
+        checkpoints: set[str],
+        first_seq: int | None = None,
+    ) -> list[Entry]:
+        """The one transaction behind every add: rows, edges, scores, children counts.
+
+        `first_seq` is the seq the caller numbered a batch from (parents inside the batch are
+        referred to by seq); it must still be next, which the single-writer lock guarantees.
+        """
+        now = time.time()
+        node_rows, payload_rows, edge_rows, score_rows = [], [], [], []
+        bumps: dict[int, int] = {}
+        entries = []
+        with transaction(self._db) as db:
+            seq = self._next_seq()
+            if first_seq is not None and seq != first_seq:
+                raise ArchiveError(f"{self.db_path}: written by another process during a batch")
+            for spec in specs:
+                cost = spec.cost or Cost()
+                node_rows.append(
+                    (
+                        seq,
+                        spec.id,
+                        str(spec.operator),
+                        spec.scaffold,
+                        str(spec.status),
+                        spec.failure_reason,
+                        spec.base_model,
+                        spec.base_hash,
+                        cost.generated_tokens,
+                        cost.sandbox_s,
+                        cost.wall_s,
+                        spec.created_at if spec.created_at is not None else now,
+                        spec.id if spec.id in checkpoints else None,
+                    )
+                )
+                payload_rows.append(
+                    (
+                        seq,
+                        _dumps(spec.es_record) if spec.es_record is not None else None,
+                        _dumps(spec.metadata or {}),
+                    )
+                )
+                parent_seqs = parents_of[spec.id]
+                edge_rows += [(seq, pos, p) for pos, p in enumerate(parent_seqs)]
+                for p in dict.fromkeys(parent_seqs):
+                    bumps[p] = bumps.get(p, 0) + 1
+                scores = spec.scores or {}
+                score_rows += [(seq, split, s.score, s.n) for split, s in scores.items()]
+                entries.append(
+                    Entry(
+                        seq,
+                        spec.id,
+                        parent_seqs,
+                        Status(spec.status),
+                        spec.scaffold or "",
+                        {k: (s.score, s.n) for k, s in scores.items()},
+                    )
+                )
+                seq += 1
+            db.executemany(
+                "INSERT INTO nodes (seq, id, operator, scaffold, status, failure_reason, "
+                "base_model, base_hash, generated_tokens, sandbox_s, wall_s, created_at, checkpoint) "
+                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                node_rows,
+            )
+            db.executemany(
+                "INSERT INTO payloads (node, es_record, metadata) VALUES (?,?,?)", payload_rows
+            )
+            db.executemany("INSERT INTO edges (child, position, parent) VALUES (?,?,?)", edge_rows)
+            db.executemany(
+                "INSERT INTO scores (node, split, score, n) VALUES (?,?,?,?)", score_rows
+            )
+            db.executemany(
+                "UPDATE nodes SET children = children + ? WHERE seq = ?",
+                [(k, p) for p, k in bumps.items()],
+            )
+        return entries
+
+    # ---- updating nodes ------------------------------------------------------------------
+    def set_status(self, node_id: str, status: Status | str, reason: str | None = None) -> None:
+        """Move a node through pending -> evaluating -> evaluated | failed (reason required)."""
+        status = check_status(status, reason)
+        e = self._entry(node_id)
+        with transaction(self._db):
+            self._db.execute(
+                "UPDATE nodes SET status = ?, failure_reason = ? WHERE seq = ?",
+                (str(status), reason, e.seq),
+            )
+        e.status = status
+        self._index.changed(e)
+
+    def record_scores(
+        self,
+        node_id: str,
+        scores: Mapping[str, Score | dict[str, Any]],
+        *,
+        status: Status | None = Status.EVALUATED,
+        cost: Cost | None = None,
+        accumulate: bool = False,
+    ) -> None:
+        """Store scores per split (and the cost of getting them) in one transaction.
+
+        accumulate=True merges with the stored score as a task-weighted mean (HGM evaluates an
+        existing node on more tasks); otherwise the split's score is replaced.
+        """
+        e = self._entry(node_id)
+        merged = dict(e.scores)
+        for split, value in scores.items():
+            s = Score.coerce(value)
+            if accumulate and split in merged and merged[split][1] + s.n > 0:
+                old, n_old = merged[split]
+                n = n_old + s.n
+                s = Score((old * n_old + s.score * s.n) / n, n)
+            merged[split] = (s.score, s.n)
+        with transaction(self._db) as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO scores (node, split, score, n) VALUES (?,?,?,?)",
+                [(e.seq, split, merged[split][0], merged[split][1]) for split in scores],
+            )
+            if status is not None:
+                db.execute(
+                    "UPDATE nodes SET status = ?, failure_reason = NULL WHERE seq = ?",
+                    (str(check_status(status, None)), e.seq),
+                )
+            if cost is not None:
+                _add_cost(db, e.seq, cost)
+        e.scores = merged
+        if status is not None:
+            e.status = Status(status)
+        self._index.changed(e)
+
+    def add_cost(self, node_id: str, cost: Cost) -> None:
+        e = self._entry(node_id)
+        with transaction(self._db) as db:
+            _add_cost(db, e.seq, cost)
+
+    def update_metadata(self, node_id: str, patch: Mapping[str, Any]) -> None:
+        """Merge keys into the node's free metadata (diagnosis, proposal, diff stats...)."""
+        e = self._entry(node_id)
+        with transaction(self._db) as db:
+            (text,) = db.execute(
+                "SELECT metadata FROM payloads WHERE node = ?", (e.seq,)
+            ).fetchone()
+            db.execute(
+                "UPDATE payloads SET metadata = ? WHERE node = ?",
+                (_dumps({**json.loads(text), **patch}), e.seq),
+            )
+
+    # ---- reading -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __contains__(self, node_id: object) -> bool:
+        return node_id in self._index.by_id
+
+    def ids(self) -> list[str]:
+        """All node ids in insertion order."""
+        return [e.id for e in self._index.entries.values()]
+
+    def get(self, node_id: str) -> Node:
+        e = self._entry(node_id)
+        row = self._db.execute(_NODE_SELECT + " WHERE seq = ?", (e.seq,)).fetchone()
+        return self._node(row, e)
+
+    def nodes(self) -> Iterator[Node]:
+        """Every node, oldest first (one query, streamed)."""
+        entries = self._index.entries
+        for row in self._db.execute(_NODE_SELECT + " ORDER BY seq"):
+            yield self._node(row, entries[row[0]])
+
+    def _node(self, row: tuple[Any, ...], e: Entry) -> Node:
+        entries = self._index.entries
+        return Node(
+            id=row[1],
+            parent_ids=tuple(entries[p].id for p in e.parents),
+            operator=row[2],
+            scaffold=row[3],
+            status=Status(row[4]),
+            failure_reason=row[5],
+            base_model=row[6],
+            base_hash=row[7],
+            es_record=json.loads(row[8]) if row[8] is not None else None,
+            cost=Cost(row[9], row[10], row[11]),
+            created_at=row[12],
+            metadata=json.loads(row[13]),
+            children=row[14],
+            checkpoint=row[15],
+            scores={k: Score(s, n) for k, (s, n) in e.scores.items()},
+        )
+
+    def children_of(self, node_id: str) -> list[str]:
+        entries = self._index.entries
+        return [entries[c].id for c in self._entry(node_id).children]
+
+    def pending(self) -> list[str]:
+        """Nodes waiting for evaluation, oldest first (the queue a resumed run drains)."""
+        return [e.id for e in self._index.entries.values() if e.status is Status.PENDING]
+
+    def weights_chain(self, node_id: str) -> WeightsChain:
+        """Base model + ordered ES records along first parents: what replays the weights."""
+        e = self._entry(node_id)
+        rows = self._db.execute(
+            """
+            WITH RECURSIVE chain(seq, depth) AS (
+                SELECT ?, 0
+                UNION ALL
+                SELECT edges.parent, chain.depth + 1 FROM edges
+                JOIN chain ON edges.child = chain.seq AND edges.position = 0
+            )
+            SELECT nodes.id, base_model, base_hash, es_record
+            FROM chain JOIN nodes ON nodes.seq = chain.seq
+            JOIN payloads ON payloads.node = chain.seq ORDER BY chain.depth DESC
+            """,
+            (e.seq,),
+        ).fetchall()
+        root_id, base_model, base_hash, _ = rows[0]
+        if not base_model or not base_hash:
+            raise ArchiveError(f"root {root_id!r} of {node_id!r} has no base model")
+        records = [json.loads(r[3]) for r in rows if r[3] is not None]
+        return WeightsChain(base_model, base_hash, records)
+
+    def checkout(self, node_id: str, dest: str | Path) -> Path:
+        """Write the node's scaffold files into `dest`."""
+        return self.scaffolds.checkout(self._entry(node_id).scaffold, Path(dest))
+
+    def checkpoint_path(self, node_id: str) -> Path | None:
+        (name,) = self._db.execute(
+            "SELECT checkpoint FROM nodes WHERE seq = ?", (self._entry(node_id).seq,)
+        ).fetchone()
+        return self.blobs.path_for(name) if name else None
+
+    # ---- selection -----------------------------------------------------------------------
+    def eligible(self, split: str = "train", gate: Gate | None = None) -> Pool:
+        """The nodes a parent may be drawn from: evaluated, scored on `split`, passing `gate`."""
+        column = self._index.column(split)
+        index = self._index
+
+        def clade(outcome: str) -> CladeStats:
+            return index.clade_stats(split, outcome)
+
+        if gate is None or gate.is_default():
+            return Pool.from_column(column, clade)
+        entries = index.entries
+        if gate.predicate is None:  # thresholds only: no Node loads, one tight pass
+            lo = -math.inf if gate.min_score is None else gate.min_score
+            keep = [
+                i
+                for i, (a, seq) in enumerate(zip(column.scores, column.seqs, strict=True))
+                if a >= lo and entries[seq].scores[split][1] >= gate.min_n
+            ]
+        else:
+            keep = [
+                i
+                for i, seq in enumerate(column.seqs)
+                if gate.admits(entries[seq].scores[split], lambda s=seq: self.get(entries[s].id))
+            ]
+        return Pool(
+            [column.ids[i] for i in keep],
+            [column.scores[i] for i in keep],
+            [column.children[i] for i in keep],
+            seqs=[column.seqs[i] for i in keep],
+            clade=clade,
+        )
+
+    def select_parent(
+        self,
+        strategy: str | Strategy,
+        rng: random.Random,
+        *,
+        split: str = "train",
+        gate: Gate | None = None,
+        **params: Any,
+    ) -> str:
+        """Draw one parent id. `strategy` is a registered name (params go to its factory) or a
+        callable `(pool, rng) -> id`; all randomness comes from `rng`, so a seed replays a run."""
+        pool = self.eligible(split, gate)
+        if len(pool) == 0:
+            raise NoEligibleNodeError(f"no node is eligible for selection on split {split!r}")
+        if isinstance(strategy, str):
+            key = (strategy, tuple(sorted(params.items())))
+            chosen = self._strategies.get(key)
+            if chosen is None:  # kept: a strategy may cache work that outlives one draw
+                chosen = self._strategies[key] = make_strategy(strategy, **params)
+        else:
+            chosen = strategy
+        return chosen(pool, rng)
+
+    # ---- checks --------------------------------------------------------------------------
+    def check_invariants(self) -> list[str]:
+        """Every promise the archive makes, checked against disk; [] means consistent."""
+        db, problems = self._db, []
+        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+        if integrity != "ok":
+            problems.append(f"integrity_check: {integrity}")
+        count, distinct = db.execute("SELECT count(*), count(DISTINCT id) FROM nodes").fetchone()
+        if count != distinct:
+            problems.append(f"{count} rows but {distinct} distinct ids")
+        if count != len(self._index):
+            problems.append(f"{count} rows but {len(self._index)} indexed nodes")
+        dangling = db.execute(
+            "SELECT count(*) FROM edges LEFT JOIN nodes p ON p.seq = edges.parent "
+            "LEFT JOIN nodes c ON c.seq = edges.child WHERE p.seq IS NULL OR c.seq IS NULL"
+        ).fetchone()[0]
+        if dangling:
+            problems.append(f"{dangling} edges point at missing nodes")
+        wrong_children = db.execute(
+            "SELECT count(*) FROM nodes n WHERE n.children != "
+            "(SELECT count(DISTINCT child) FROM edges WHERE edges.parent = n.seq)"
+        ).fetchone()[0]
+        if wrong_children:
+            problems.append(f"{wrong_children} nodes have a wrong children count")
+        payloads = db.execute("SELECT count(*) FROM payloads").fetchone()[0]
+        if payloads != count:
+            problems.append(f"{count} nodes but {payloads} payload rows")
+        orphan_scores = db.execute(
+            "SELECT count(*) FROM scores LEFT JOIN nodes ON nodes.seq = scores.node "
+            "WHERE nodes.seq IS NULL"
+        ).fetchone()[0]
+        if orphan_scores:
+            problems.append(f"{orphan_scores} scores belong to no node")
+        rows = dict(db.execute("SELECT id, scaffold FROM nodes"))
+        missing = self.scaffolds.missing_commits(rows.values())
+        if missing:
+            problems.append(f"{len(missing)} scaffold commits missing: {sorted(missing)[:3]}")
+        refs = self.scaffolds.node_refs()
+        if set(refs) - set(rows):
+            problems.append(f"refs without a node: {sorted(set(refs) - set(rows))[:5]}")
+        if set(rows) - set(refs):
+            problems.append(f"nodes without a ref: {sorted(set(rows) - set(refs))[:5]}")
+        wrong = [i for i, sha in rows.items() if i in refs and refs[i] != sha]
+        if wrong:
+            problems.append(f"refs pointing at the wrong commit: {wrong[:5]}")
+        return problems
+
+    def size_bytes(self) -> int:
+        """Bytes on disk of the whole run directory (database, WAL, git, blobs)."""
+        return sum(f.stat().st_size for f in self.run_dir.rglob("*") if f.is_file())
+
+    # ---- helpers -------------------------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ArchiveError(f"{self.run_dir}: archive is closed")
+
+    def _seq(self, node_id: str) -> int:
+        try:
+            return self._index.by_id[node_id]
+        except KeyError:
+            raise NodeNotFoundError(node_id) from None
+
+    def _entry(self, node_id: str) -> Entry:
+        self._check_open()
+        return self._index.entries[self._seq(node_id)]
+
+    def _next_seq(self) -> int:
+        return self._db.execute("SELECT coalesce(max(seq), 0) + 1 FROM nodes").fetchone()[0]
+
+
+class _Background:
+    """Run one call in a thread; result() re-raises its exception in the caller."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self._value: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(call,), daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self._value = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller
+            self._error = exc
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+def _lock(path: Path, timeout: float) -> Any:
+    """Exclusive flock on the run directory: one writer, or refs and seqs would race."""
+    f = open(path, "a+")  # noqa: SIM115 - held open for the archive's lifetime
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return f
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                f.close()
+                raise ArchiveLockedError(
+                    f"{path}: run directory is open in another process"
+                ) from None
+            time.sleep(0.02)
+
+
+def _load_index(db: sqlite3.Connection) -> LineageIndex:
+    """Rebuild the in-memory index with three scans of small tables.
+
+    The cyclic GC is paused meanwhile: 300k new containers would trigger hundreds of
+    collections that find nothing to free (measured: ~30% of the load time).
+    """
+    with paused_gc():
+        return _read_index(db)
+
+
+def _read_index(db: sqlite3.Connection) -> LineageIndex:
+    parents: dict[int, list[int]] = {}
+    for child, parent in db.execute("SELECT child, parent FROM edges ORDER BY child, position"):
+        ps = parents.get(child)
+        if ps is None:
+            parents[child] = [parent]
+        else:
+            ps.append(parent)
+    scores: dict[int, dict[str, tuple[float, int]]] = {}
+    for node, split, score, n in db.execute("SELECT node, split, score, n FROM scores"):
+        per_node = scores.get(node)
+        if per_node is None:
+            scores[node] = {split: (score, n)}
+        else:
+            per_node[split] = (score, n)
+    index = LineageIndex()
+    entries, by_id = index.entries, index.by_id
+    statuses = {s.value: s for s in Status}
+    rows = db.execute("SELECT seq, id, status, scaffold FROM nodes ORDER BY seq").fetchall()
+    for seq, node_id, status, scaffold in rows:
+        ps = parents.get(seq)
+        e = Entry(seq, node_id, tuple(ps) if ps else (), statuses[status], scaffold)
+        if seq in scores:
+            e.scores = scores[seq]
+        entries[seq] = e
+        by_id[node_id] = seq
+        if ps:
+            if len(ps) == 1:
+                entries[ps[0]].children.append(seq)
+            else:
+                for p in dict.fromkeys(ps):
+                    entries[p].children.append(seq)
+    return index
+
+
+def _add_cost(db: sqlite3.Connection, seq: int, cost: Cost) -> None:
+    db.execute(
+        "UPDATE nodes SET generated_tokens = generated_tokens + ?, sandbox_s = sandbox_s + ?, "
+        "wall_s = wall_s + ? WHERE seq = ?",
+        (cost.generated_tokens, cost.sandbox_s, cost.wall_s, seq),
+    )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex[:16]

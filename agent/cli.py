@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from agent.commands import eval as eval_commands
 from agent.commands import sandbox as sandbox_commands
 from agent.commands import score as score_commands
 
@@ -15,6 +16,7 @@ app = typer.Typer(
 )
 app.add_typer(sandbox_commands.app, name="sandbox")
 app.command(name="score")(score_commands.score)
+app.command(name="eval")(eval_commands.eval_command)
 
 
 def main() -> None:

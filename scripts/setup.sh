@@ -37,5 +37,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
 fi
 
 "$VENV/bin/python" -m evaluators.fetch
+"$VENV/bin/python" -m agent.policy.assets --fetch smollm2-135m
 bash scripts/ensure-docker.sh
 "$VENV/bin/lineage" sandbox build

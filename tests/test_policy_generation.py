@@ -1,0 +1,110 @@
+"""The transformers backend on the tiny random model: batching, bucketing, stops, sampling."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+from agent.policy.backend import GenerationConfig
+from agent.policy.prompts import COMPLETION_STOPS, truncate_at_stop
+from agent.policy.tiny import TinyModelConfig, tiny_model
+from agent.policy.transformers_backend import TransformersBackend, length_buckets, pick_dtype
+
+PROMPTS = ["def f(x):\n", "hello", "a much longer prompt than the others, yes indeed", "x", "ab"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """A tiny model gains nothing from threads, and two can crawl on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def backend() -> TransformersBackend:
+    model, tokenizer = tiny_model(TinyModelConfig(seed=0))
+    return TransformersBackend(model, tokenizer)
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ValueError, match="temperature"):
+        GenerationConfig(temperature=-1)
+    with pytest.raises(ValueError, match="top_p"):
+        GenerationConfig(top_p=0)
+    with pytest.raises(ValueError, match="stop"):
+        GenerationConfig(stop=("",))
+    assert GenerationConfig().greedy and not GenerationConfig(temperature=0.7).greedy
+
+
+def test_truncate_at_earliest_stop() -> None:
+    text = "    return x\n\nprint(f(1))\ndef g():"
+    assert truncate_at_stop(text, COMPLETION_STOPS) == ("    return x\n", True)
+    assert truncate_at_stop("    return x\n", COMPLETION_STOPS) == ("    return x\n", False)
+
+
+def test_length_buckets_batch_neighbours_longest_first() -> None:
+    assert length_buckets([3, 9, 1, 5, 9], 2) == [[1, 4], [3, 0], [2]]
+
+
+def test_tiny_model_is_seeded() -> None:
+    a, _ = tiny_model(TinyModelConfig(seed=1))
+    b, _ = tiny_model(TinyModelConfig(seed=1))
+    c, _ = tiny_model(TinyModelConfig(seed=2))
+    wa, wb, wc = (m.model.layers[0].mlp.up_proj.weight for m in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+
+
+def test_batched_greedy_equals_one_by_one_in_prompt_order(backend: TransformersBackend) -> None:
+    batched = backend.generate(PROMPTS, GenerationConfig(max_new_tokens=16, batch_size=2))
+    single = [
+        backend.generate([p], GenerationConfig(max_new_tokens=16, batch_size=1))[0] for p in PROMPTS
+    ]
+    assert batched == single
+    assert all(g.num_tokens == 16 and g.finish_reason == "length" for g in batched)
+    reversed_ = backend.generate(PROMPTS[::-1], GenerationConfig(max_new_tokens=16, batch_size=3))
+    assert reversed_ == batched[::-1]
+
+
+def test_stop_string_cuts_the_text_and_ends_the_row(backend: TransformersBackend) -> None:
+    free = backend.generate(PROMPTS, GenerationConfig(max_new_tokens=24, batch_size=8))
+    # A stop string the model is known to produce: the first two printable ASCII characters in a
+    # row (the random model emits arbitrary bytes).
+    row, at = next(
+        (r, i)
+        for r, g in enumerate(free)
+        for i in range(len(g.text) - 1)
+        if g.text[i : i + 2].isascii() and g.text[i : i + 2].isprintable()
+    )
+    stop = free[row].text[at : at + 2]
+    stopped = backend.generate(PROMPTS, GenerationConfig(max_new_tokens=24, stop=(stop,)))
+    hit = stopped[row]
+    assert hit.finish_reason == "stop"
+    assert hit.text == free[row].text[: free[row].text.index(stop)]
+    assert hit.num_tokens < 24
+    for before, after in zip(free, stopped, strict=True):
+        assert before.text.startswith(after.text)
+        assert (after.finish_reason == "stop") == (stop in before.text)
+
+
+def test_sampling_is_seeded(backend: TransformersBackend) -> None:
+    config = GenerationConfig(max_new_tokens=12, temperature=1.0, top_p=0.95, seed=7)
+    one = backend.generate(PROMPTS, config)
+    assert backend.generate(PROMPTS, config) == one
+    other = backend.generate(PROMPTS, GenerationConfig(max_new_tokens=12, temperature=1.0, seed=8))
+    assert other != one
+    assert one != backend.generate(PROMPTS, GenerationConfig(max_new_tokens=12))
+
+
+def test_progress_reports_every_prompt(backend: TransformersBackend) -> None:
+    done: list[int] = []
+    backend.generate(PROMPTS, GenerationConfig(max_new_tokens=2, batch_size=2), on_done=done.append)
+    assert done == [2, 2, 1]
+
+
+def test_dtype_choice() -> None:
+    assert pick_dtype("float32", torch.device("cpu")) is torch.float32
+    assert pick_dtype("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)

@@ -140,10 +140,18 @@ class SandboxPool:
         self._closed.set()
         for _ in self._workers:
             self._queue.put(_STOP)
+        containers = [w.container for w in self._workers if w.container is not None]
         for w in self._workers:
-            if w.container is not None:
-                w.container.stop()
-                w.container = None
+            w.container = None
+        # Closing every stream first lets all supervisors exit (and auto-remove) at once; the
+        # forced removals, for a container that does not exit, then run side by side.
+        for c in containers:
+            c.channel.close()
+        stoppers = [threading.Thread(target=c.stop) for c in containers]
+        for t in stoppers:
+            t.start()
+        for t in stoppers:
+            t.join()
 
     def __enter__(self) -> SandboxPool:
         return self.start()

@@ -148,6 +148,13 @@ ATTACKS: tuple[Attack, ...] = (
         contained=True,
     ),
     Attack(
+        "leaving SysV IPC objects for the next job",
+        "import ctypes\ndef solve():\n    libc = ctypes.CDLL(None)\n    flags = 0o1000 | 0o666  # IPC_CREAT\n"
+        "    made = [libc.shmget(0x4C4E, 4096, flags), libc.semget(0x4C4F, 1, flags), libc.msgget(0x4C50, flags)]\n"
+        "    return 42 if min(made) >= 0 else -1\n",
+        contained=True,
+    ),
+    Attack(
         "leaving a daemon for the next job",
         "import os, time\ndef solve():\n    if os.fork() == 0:\n        os.setsid()\n        if os.fork() == 0:\n"
         "            while True:\n                time.sleep(0.05)\n                try:\n"
@@ -217,10 +224,11 @@ CANARY = Job(
         "        if int(fields['Uid'].split()[0]) == uid and not fields['State'].strip().startswith('Z'):\n"
         "            others.append(fields['Name'].strip())\n"
         "    files = sorted(os.listdir('/tmp') + os.listdir('/dev/shm') + os.listdir('/dev/mqueue'))\n"
+        "    ipc = sum(len(open(f'/proc/sysvipc/{k}').readlines()) - 1 for k in ('shm', 'sem', 'msg'))\n"
         "    with open('/tmp/canary', 'w') as f:\n        f.write('scratch is writable')\n"
-        "    return [others, files]\n"
+        "    return [others, files, ipc]\n"
     ),
-    checks=("assert candidate(2, 3) == 5", "assert probe() == [[], []]"),
+    checks=("assert candidate(2, 3) == 5", "assert probe() == [[], [], 0]"),
     entry_point="add",
     limits=QUICK,
     tag="canary",

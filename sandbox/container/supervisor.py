@@ -2,7 +2,8 @@
 
 Runs as root with only the capabilities it needs (setuid/setgid to drop into the job users, kill,
 and file-ownership overrides to wipe scratch areas). Each job gets two users of its own container:
-- the candidate user runs the untrusted program in a fresh `python3 -I` (prespawned between jobs);
+- the candidate user runs the untrusted program in a fresh interpreter, made before the job
+  arrives: a fork of a pristine `python3 -I` zygote (default) or a new exec (see stub.py);
 - the referee user runs the trusted tests (a fork of this process, no exec).
 The wall-clock deadline lives here, outside both. After every job all processes of both users are
 killed (`kill(-1)` from a process of that user), their SysV IPC objects removed and /tmp, /dev/shm
@@ -386,16 +387,23 @@ def running_users(uids: tuple[int, ...]) -> set[int]:
     return found
 
 
-def ipc_owners(uids: tuple[int, ...]) -> list[int]:
-    """Which of `uids` own SysV IPC objects (they outlive their creator)."""
-    owners = set()
-    for kind in ("shm", "sem", "msg"):
+def sysv_ipc_objects() -> list[tuple[str, int, int]]:
+    """(kind, id, owner uid) of every SysV IPC object in this container's IPC namespace."""
+    found = []
+    for kind, id_name in (("shm", "shmid"), ("sem", "semid"), ("msg", "msqid")):
         try:
             with open(f"/proc/sysvipc/{kind}") as f:
-                uid_col = f.readline().split().index("uid")
-                owners.update(int(line.split()[uid_col]) for line in f)
+                header = f.readline().split()
+                id_col, uid_col = header.index(id_name), header.index("uid")
+                found += [(kind, int(row[id_col]), int(row[uid_col])) for row in map(str.split, f)]
         except (OSError, ValueError):
             continue
+    return found
+
+
+def ipc_owners(uids: tuple[int, ...]) -> list[int]:
+    """Which of `uids` own SysV IPC objects (they outlive their creator)."""
+    owners = {uid for _, _, uid in sysv_ipc_objects()}
     return [uid for uid in uids if uid in owners]
 
 
@@ -433,27 +441,19 @@ def _reap_all() -> None:
 
 
 def _remove_ipc(uid: int) -> None:
-    """SysV shared memory, semaphores and message queues outlive their creator: remove them."""
+    """Remove `uid`'s SysV shared memory, semaphores and message queues (run as that user)."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
     except OSError:
         return
-    for kind, remove in (
-        ("shm", lambda i: libc.shmctl(i, IPC_RMID, None)),
-        ("sem", lambda i: libc.semctl(i, 0, IPC_RMID)),
-        ("msg", lambda i: libc.msgctl(i, IPC_RMID, None)),
-    ):
-        try:
-            with open(f"/proc/sysvipc/{kind}") as f:
-                header = f.readline().split()
-                rows = [line.split() for line in f]
-        except OSError:
-            continue
-        id_col = header.index({"shm": "shmid", "sem": "semid", "msg": "msqid"}[kind])
-        uid_col = header.index("uid")
-        for row in rows:
-            if int(row[uid_col]) == uid:
-                remove(int(row[id_col]))
+    remove = {
+        "shm": lambda i: libc.shmctl(i, IPC_RMID, None),
+        "sem": lambda i: libc.semctl(i, 0, IPC_RMID),
+        "msg": lambda i: libc.msgctl(i, IPC_RMID, None),
+    }
+    for kind, ipc_id, owner in sysv_ipc_objects():
+        if owner == uid:
+            remove[kind](ipc_id)
 
 
 def wipe_scratch() -> None:

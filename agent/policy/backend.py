@@ -76,3 +76,18 @@ class PolicyBackend(Protocol):
         member_of_row: Sequence[int] | None = None,
         on_done: Callable[[int], None] | None = None,
     ) -> list[Generation]: ...
+
+
+def check_member_of_row(
+    prompts: int, perturbation: PopulationPerturbation, member_of_row: Sequence[int] | None
+) -> Sequence[int]:
+    """The row-to-member map every backend needs with a perturbation: one member per prompt, each
+    in [-1, members), where -1 is unperturbed."""
+    if member_of_row is None or len(member_of_row) != prompts:
+        raise ValueError("with a perturbation, member_of_row needs one member per prompt")
+    bad = [m for m in member_of_row if not -1 <= m < perturbation.members]
+    if bad:
+        raise ValueError(
+            f"member_of_row has members outside [-1, {perturbation.members}): {bad[:5]}"
+        )
+    return member_of_row

@@ -25,7 +25,7 @@ from transformers import (
 )
 
 from agent.policy import assets
-from agent.policy.backend import FinishReason, Generation, GenerationConfig
+from agent.policy.backend import FinishReason, Generation, GenerationConfig, check_member_of_row
 from agent.policy.lowrank import PopulationPerturbation, RowAssignment, perturbed
 from agent.policy.prompts import truncate_at_stop
 
@@ -151,13 +151,7 @@ class TransformersBackend:
     ) -> list[Generation]:
         """One generation per prompt, in order; see `backend.PolicyBackend`."""
         if perturbation is not None:
-            if member_of_row is None or len(member_of_row) != len(prompts):
-                raise ValueError("with a perturbation, member_of_row needs one member per prompt")
-            bad = [m for m in member_of_row if not -1 <= m < perturbation.members]
-            if bad:
-                raise ValueError(
-                    f"member_of_row has members outside [-1, {perturbation.members}): {bad[:5]}"
-                )
+            check_member_of_row(len(prompts), perturbation, member_of_row)
         encoded = [self.tokenizer(p)["input_ids"] for p in prompts]
         results: list[Generation | None] = [None] * len(prompts)
         buckets = length_buckets([len(ids) for ids in encoded], config.batch_size)

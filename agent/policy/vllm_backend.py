@@ -35,7 +35,7 @@ import torch
 from safetensors.torch import save_file
 
 from agent.policy import assets
-from agent.policy.backend import FinishReason, Generation, GenerationConfig
+from agent.policy.backend import FinishReason, Generation, GenerationConfig, check_member_of_row
 from agent.policy.lowrank import PopulationPerturbation
 from agent.policy.prompts import truncate_at_stop
 
@@ -211,13 +211,7 @@ class VllmBackend:
     ) -> list[RequestOutput]:
         if not self.config.enable_lora:
             raise ValueError("population generation needs VllmBackendConfig(enable_lora=True)")
-        if member_of_row is None or len(member_of_row) != len(prompts):
-            raise ValueError("with a perturbation, member_of_row needs one member per prompt")
-        bad = [m for m in member_of_row if not -1 <= m < perturbation.members]
-        if bad:
-            raise ValueError(
-                f"member_of_row has members outside [-1, {perturbation.members}): {bad[:5]}"
-            )
+        check_member_of_row(len(prompts), perturbation, member_of_row)
         if perturbation.rank > self.config.max_lora_rank:
             raise ValueError(
                 f"rank {perturbation.rank} > max_lora_rank {self.config.max_lora_rank}"

@@ -40,6 +40,29 @@ class HostGone(Exception):
     """Our stdin closed: the process that owns this container has exited."""
 
 
+class OutputTail:
+    """The last `keep` bytes of what the candidate printed, and how many came before them."""
+
+    def __init__(self, keep: int) -> None:
+        self.keep = keep
+        self.data = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > 2 * self.keep:  # trim in batches, not on every chunk
+            excess = len(self.data) - self.keep
+            self.dropped += excess
+            del self.data[:excess]
+
+    def text(self) -> str:
+        excess = max(0, len(self.data) - self.keep)
+        tail = bytes(self.data[excess:]).decode("utf-8", "replace")
+        if self.dropped + excess:
+            tail = f"[... {self.dropped + excess} bytes dropped ...]\n" + tail
+        return tail
+
+
 class CandidateProcess:
     """One job's candidate: its pid, a pidfd to wait on, and our ends of its three pipes."""
 
@@ -144,8 +167,7 @@ class Supervisor:
         referee_pid = self._fork_referee(job, cand.requests, cand.replies, report_w)
         os.close(report_w)
 
-        output = bytearray()
-        dropped = 0
+        output = OutputTail(keep)
         reports: list[dict] = []
         pending = b""
         open_fds = {report_r: "report", cand.output: "output", 0: "host"}
@@ -168,10 +190,7 @@ class Supervisor:
                     if not chunk:
                         del open_fds[fd]
                         continue
-                    output += chunk
-                    if len(output) > 2 * keep:
-                        dropped += len(output) - keep
-                        del output[: len(output) - keep]
+                    output.add(chunk)
                     continue
                 if not chunk:
                     del open_fds[fd]
@@ -181,13 +200,10 @@ class Supervisor:
                 reports.extend(json.loads(line) for line in lines if line)
 
         self._end_job(referee_pid)
-        self._drain(cand.output, output, keep)
+        self._drain(cand.output, output)
         os.close(report_r)
         verdict = judge(reports, len(job["checks"]), timed_out, float(limits["wall_s"]))
-        tail = bytes(output[-keep:]).decode("utf-8", "replace")
-        if dropped or len(output) > keep:
-            tail = f"[... {dropped + max(0, len(output) - keep)} bytes dropped ...]\n" + tail
-        verdict["output_tail"] = tail
+        verdict["output_tail"] = output.text()
         verdict["duration_s"] = round(time.monotonic() - started, 4)
         return verdict
 
@@ -241,7 +257,7 @@ class Supervisor:
             kill_user(uid)
         wipe_scratch()
 
-    def _drain(self, fd: int, output: bytearray, keep: int) -> None:
+    def _drain(self, fd: int, output: OutputTail) -> None:
         """Collect what the candidate printed just before it was killed (bounded, non-blocking)."""
         while True:
             ready, _, _ = select.select([fd], [], [], 0)
@@ -250,9 +266,7 @@ class Supervisor:
             chunk = os.read(fd, 65536)
             if not chunk:
                 break
-            output += chunk
-            if len(output) > 2 * keep:
-                del output[: len(output) - keep]
+            output.add(chunk)
         os.close(fd)
 
     # -- the loop ----------------------------------------------------------------------------

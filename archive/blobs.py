@@ -13,9 +13,10 @@ _TMP_PREFIX = ".tmp-"
 class BlobStore:
     """blobs/<node id>: temp file + fsync + os.replace + directory fsync."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, create: bool = True) -> None:
         self.path = path
-        path.mkdir(parents=True, exist_ok=True)
+        if create:  # a read-only archive must not create directories
+            path.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, node_id: str) -> Path:
         return self.path / node_id

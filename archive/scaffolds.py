@@ -33,9 +33,15 @@ _PACKED_HEADER = b"# pack-refs with: peeled fully-peeled sorted \n"
 class ScaffoldRepo:
     """Writes scaffold commits and node refs; never touches the database."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        """readonly=True: only read (no init, lock cleanup or config writes; a writer may run)."""
         self.path = path
         self.locks_removed: list[str] = []
+        if readonly:
+            if not (path / "HEAD").exists():
+                raise ArchiveError(f"{path}: no scaffold repository (git) in this run directory")
+            self.repo = git.Repo(path)
+            return
         if not (path / "HEAD").exists():
             git.Repo.init(path, bare=True)
         else:  # the caller holds the archive lock, so any git lock file is stale
@@ -165,6 +171,31 @@ class ScaffoldRepo:
         if proc.returncode != 0:
             raise ArchiveError(f"{self.path}: no file {path!r} in commit {commit}")
         return proc.stdout
+
+    def diff(self, old: str | None, new: str) -> str:
+        """Unified diff of commit `new` against `old` (None: the empty tree, i.e. every file).
+
+        Decoded leniently: a scaffold may hold files in any encoding, and a diff is for reading.
+        """
+        proc = subprocess.run(
+            [
+                self.repo.git.GIT_PYTHON_GIT_EXECUTABLE,
+                "--git-dir",
+                str(self.path),
+                "diff",
+                "--no-color",
+                "--no-ext-diff",
+                "--no-textconv",
+                old or _EMPTY_TREE,
+                new,
+            ],
+            capture_output=True,
+        )
+        if proc.returncode != 0:
+            raise ArchiveError(
+                f"{self.path}: git diff {old} {new} failed: {proc.stderr.decode().strip()}"
+            )
+        return proc.stdout.decode("utf-8", errors="replace")
 
     def missing_commits(self, shas: Iterable[str]) -> set[str]:
         """Shas that are not commit objects in the repository (one git process for all)."""

@@ -62,7 +62,10 @@ _NODE_SELECT = (
 
 
 class Archive:
-    """All nodes of one run. Single writer (a lock file enforces it); use as a context manager."""
+    """All nodes of one run. Single writer (a lock file enforces it); use as a context manager.
+
+    Readers beside the writer (`lineage graph`, `lineage serve`) open with readonly=True.
+    """
 
     def __init__(
         self,
@@ -72,18 +75,25 @@ class Archive:
         synchronous: str = "FULL",
         verify: bool = False,
         lock_timeout: float = 0.0,
+        readonly: bool = False,
     ) -> None:
         """Open (or create) the run directory and repair what a crash left; see `recovery`.
 
         verify=True also runs SQLite's quick_check (O(database size), ~0.5 s per 100k nodes).
         lock_timeout: seconds to wait for another writer to let go (a killed writer's child
         processes can hold the lock for a moment after its death).
+        readonly=True: take no lock, run no recovery, write nothing (a running writer is not
+        disturbed); every read sees the archive as it was at open, so reopen to refresh.
         """
         self.run_dir = Path(run_dir)
+        self.readonly = readonly
         if not self.run_dir.is_dir():
-            if not create:
+            if not create or readonly:
                 raise ArchiveError(f"{self.run_dir}: no such run directory")
             self.run_dir.mkdir(parents=True)
+        if readonly:
+            self._open_readonly()
+            return
         self._lock = _lock(self.run_dir / LOCK_NAME, lock_timeout)
         try:
             self._open(create, synchronous, verify)
@@ -145,12 +155,40 @@ class Archive:
         self._strategies: dict[tuple[str, tuple[tuple[str, Any], ...]], Strategy] = {}
         self._closed = False
 
+    def _open_readonly(self) -> None:
+        """One read transaction held until close: index and rows come from the same snapshot
+        (WAL lets it run beside the writer, whose commits it simply does not see)."""
+        self.db_path = self.run_dir / DB_NAME
+        if not (self.db_path.exists() and self.db_path.stat().st_size > 0):
+            raise ArchiveError(f"{self.db_path}: no archive database in this run directory")
+        check_file(self.db_path)
+        uri = self.db_path.resolve().as_uri() + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None)
+        try:
+            check_schema(db, self.db_path)
+            db.execute("PRAGMA query_only = ON")
+            db.execute("BEGIN")
+            self._index = _load_index(db)
+            self.scaffolds = ScaffoldRepo(self.run_dir / GIT_NAME, readonly=True)
+        except BaseException:
+            db.close()
+            raise
+        self._db = db
+        self._lock = None
+        self.blobs = BlobStore(self.run_dir / BLOBS_NAME, create=False)
+        self.recovery = RecoveryReport()
+        self._strategies = {}
+        self._closed = False
+
     # ---- lifecycle -----------------------------------------------------------------------
     def close(self) -> None:
         """Mark a clean shutdown (the next open skips the integrity check) and release the lock."""
         if self._closed:
             return
         self._closed = True
+        if self._lock is None:  # readonly: nothing was written, nothing to mark
+            self._db.close()
+            return
         with transaction(self._db):
             self._db.execute("UPDATE meta SET value = '0' WHERE key = 'open'")
         self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -259,7 +297,7 @@ class Archive:
         metadata: Mapping[str, Any] | None,
         checkpoint: bytes | Path | None,
     ) -> Node:
-        self._check_open()
+        self._check_writable()
         node_id = check_node_id(node_id) if node_id is not None else _new_id()
         if node_id in self._index.by_id:
             raise DuplicateNodeError(f"node {node_id!r} already exists")
@@ -320,7 +358,7 @@ class Archive:
         Makes no git commits: each scaffold is an existing commit or the primary parent's.
         Parents may be earlier nodes of the same batch.
         """
-        self._check_open()
+        self._check_writable()
         specs = list(nodes)
         batch: dict[str, int] = {}
         scaffold_of: dict[str, str] = {}
@@ -443,6 +481,7 @@ class Archive:
     # ---- updating nodes ------------------------------------------------------------------
     def set_status(self, node_id: str, status: Status | str, reason: str | None = None) -> None:
         """Move a node through pending -> evaluating -> evaluated | failed (reason required)."""
+        self._check_writable()
         status = check_status(status, reason)
         e = self._entry(node_id)
         with transaction(self._db):
@@ -467,6 +506,7 @@ class Archive:
         accumulate=True merges with the stored score as a task-weighted mean (HGM evaluates an
         existing node on more tasks); otherwise the split's score is replaced.
         """
+        self._check_writable()
         e = self._entry(node_id)
         merged = dict(e.scores)
         for split, value in scores.items():
@@ -494,12 +534,14 @@ class Archive:
         self._index.changed(e)
 
     def add_cost(self, node_id: str, cost: Cost) -> None:
+        self._check_writable()
         e = self._entry(node_id)
         with transaction(self._db) as db:
             _add_cost(db, e.seq, cost)
 
     def update_metadata(self, node_id: str, patch: Mapping[str, Any]) -> None:
         """Merge keys into the node's free metadata (diagnosis, proposal, diff stats...)."""
+        self._check_writable()
         e = self._entry(node_id)
         with transaction(self._db) as db:
             (text,) = db.execute(
@@ -704,6 +746,11 @@ class Archive:
     def _check_open(self) -> None:
         if self._closed:
             raise ArchiveError(f"{self.run_dir}: archive is closed")
+
+    def _check_writable(self) -> None:
+        self._check_open()
+        if self.readonly:
+            raise ArchiveError(f"{self.run_dir}: archive is open read-only")
 
     def _seq(self, node_id: str) -> int:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass
 
+GATEWAY_MOUNT = "/run/lineage"  # where a pool's gateway_dir appears inside its containers
 LABEL = "lineage.sandbox"  # every container and image we create carries this label
 DEFAULT_IMAGE = "lineage-sandbox"
 
@@ -27,6 +28,9 @@ class SandboxConfig:
     # "fork": each job's candidate is a fork of a pristine per-container interpreter that never
     # sees a job (about 1 ms); "exec": a new `python3 -I` per job (about 15 ms of CPU).
     candidate_start: str = "fork"
+    # A host folder holding the LLM gateway's Unix socket, mounted read-only at GATEWAY_MOUNT: the
+    # one channel out that agent code gets. None (the default, for scoring pools) mounts nothing.
+    gateway_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.candidate_start not in ("fork", "exec"):
@@ -40,6 +44,8 @@ class SandboxConfig:
                 and value <= 0
             ):
                 raise ValueError(f"SandboxConfig.{name} must be positive, got {value!r}")
+        if self.gateway_dir is not None and not os.path.isdir(self.gateway_dir):
+            raise ValueError(f"SandboxConfig.gateway_dir {self.gateway_dir!r} is not a folder")
         if self.workers < 0 or self.retries < 0:
             raise ValueError("SandboxConfig.workers and .retries must be >= 0")
 

@@ -17,7 +17,7 @@ from docker.errors import APIError, NotFound
 from docker.types import LogConfig
 
 from sandbox.channel import AttachedChannel, ChannelClosed
-from sandbox.config import DEFAULT_IMAGE, LABEL, SandboxConfig
+from sandbox.config import DEFAULT_IMAGE, GATEWAY_MOUNT, LABEL, SandboxConfig
 from sandbox.engine import docker_client
 from sandbox.errors import SandboxError
 
@@ -85,6 +85,11 @@ def start_container(image: str, config: SandboxConfig) -> WarmContainer:
         security_opt=["no-new-privileges"],
         log_config=LogConfig(type=LogConfig.types.NONE),
         auto_remove=True,
+        binds=(
+            {config.gateway_dir: {"bind": GATEWAY_MOUNT, "mode": "ro"}}
+            if config.gateway_dir
+            else None
+        ),
     )
     # Our image has no site-packages, so candidates skip `site` (-S); a user's image may need it.
     python = "python3 -I -S" if image.startswith(f"{DEFAULT_IMAGE}:") else "python3 -I"

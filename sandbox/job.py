@@ -100,6 +100,7 @@ class Verdict:
     output_tail: str = ""  # the tail of the candidate's stdout+stderr
     attempts: int = 1  # >1 when the job was retried after an infrastructure fault
     tag: str = ""
+    kept: tuple[Any, ...] = ()  # values the checks passed to `keep(...)`, in order (plain data)
 
     @property
     def passed(self) -> bool:
@@ -124,10 +125,12 @@ class Verdict:
             output_tail=data.get("output_tail", ""),
             attempts=attempts,
             tag=tag,
+            kept=tuple(data.get("kept", ())),
         )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["status"] = self.status.value
         d["checks"] = [[c.outcome.value, c.detail] for c in self.checks]
+        d["kept"] = list(self.kept)
         return d

@@ -39,4 +39,5 @@ fi
 "$VENV/bin/python" -m evaluators.fetch
 "$VENV/bin/python" -m agent.policy.assets --fetch smollm2-135m
 bash scripts/ensure-docker.sh
+bash scripts/ensure-chromium.sh  # headless browser for the dashboard test
 "$VENV/bin/lineage" sandbox build

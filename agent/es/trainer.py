@@ -13,8 +13,9 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from agent.es.eggroll import EggRoll
+from agent.es.eggroll import EggRoll, Population
 from agent.es.record import EsRecord
 from agent.policy.backend import GenerationConfig, PolicyBackend
 from agent.policy.prompts import COMPLETION_STOPS, completion_prompt
@@ -22,6 +23,7 @@ from evaluators.rewards import RewardConfig, reward
 from evaluators.scoring import Candidate, score
 from evaluators.task import Task
 from evaluators.timeouts import JobRunner
+from sandbox.job import Verdict
 
 
 @dataclass(frozen=True)
@@ -55,62 +57,108 @@ class StepResult:
     infra_errors: int
 
 
-class EsTrainer:
+@dataclass(frozen=True)
+class Evaluated:
+    """A population's verdicts on a minibatch, member-major (all tasks of member 0 first)."""
+
+    verdicts: list[Verdict]
+    tokens: int
+    generate_s: float
+    score_s: float
+
+
+class PopulationEvaluator(Protocol):
+    """Turns (population, tasks) into verdicts: straight completions from the policy (below), or
+    the node's scaffold run in the sandbox against the gateway (the loop's evaluator)."""
+
+    def __call__(self, population: Population, tasks: Sequence[Task]) -> Evaluated: ...
+
+
+class CompletionEvaluator:
+    """Completion-mode prompts, the whole population in one batched generate, scored in the sandbox."""
+
     def __init__(
         self,
         es: EggRoll,
         backend: PolicyBackend,
         runner: JobRunner,
-        tasks: Sequence[Task],
-        config: EsTrainerConfig = EsTrainerConfig(),
+        generation: GenerationConfig,
         timeouts: dict[str, float] | None = None,
+        on_generated: Callable[[int], None] | None = None,
     ) -> None:
-        if not tasks:
-            raise ValueError("ES needs at least one training task")
         self.es, self.backend, self.runner = es, backend, runner
-        self.tasks = list(tasks)
-        self.config = config
-        self.timeouts = timeouts
+        self.generation, self.timeouts, self.on_generated = generation, timeouts, on_generated
 
-    def minibatch(self, step: int) -> list[Task]:
-        rng = random.Random(f"{self.config.seed}:{step}")
-        k = min(self.config.tasks_per_step, len(self.tasks))
-        return rng.sample(self.tasks, k)
-
-    def step(
-        self, parent: str | None = None, on_generated: Callable[[int], None] | None = None
-    ) -> StepResult:
-        tasks = self.minibatch(self.es.step)
-        population = self.es.ask()
+    def __call__(self, population: Population, tasks: Sequence[Task]) -> Evaluated:
         n, t = population.size, len(tasks)
         prompts = [completion_prompt(task.prompt) for _ in range(n) for task in tasks]
         member_of_row = [m for m in range(n) for _ in range(t)]
         started = time.perf_counter()
         if self.es.config.mode == "lowrank":
             generations = self.backend.generate(
-                prompts,
-                self.config.generation,
-                population.perturbation,
-                member_of_row,
-                on_generated,
+                prompts, self.generation, population.perturbation, member_of_row, self.on_generated
             )
         else:  # the full-rank reference: one member at a time, perturbed in place
             generations = []
             for m in range(n):
                 with self.es.member(population, m):
                     generations += self.backend.generate(
-                        prompts[m * t : (m + 1) * t], self.config.generation
+                        prompts[m * t : (m + 1) * t], self.generation
                     )
             self.es.release_member_copy()
         generate_s = time.perf_counter() - started
         candidates = [
             Candidate.from_completion(task, g.text)
-            for g, task in zip(generations, tasks * n, strict=True)
+            for g, task in zip(generations, list(tasks) * n, strict=True)
         ]
         started = time.perf_counter()
         verdicts = score(candidates, self.runner, self.timeouts)
-        score_s = time.perf_counter() - started
-        rewards_flat = [reward(v, self.config.reward) for v in verdicts]
+        return Evaluated(
+            verdicts,
+            sum(g.num_tokens for g in generations),
+            generate_s,
+            time.perf_counter() - started,
+        )
+
+
+class EsTrainer:
+    """One ES step per call: minibatch, ask, evaluate the population, tell.
+
+    `evaluator` decides how a population is judged; by default completions from `backend`,
+    scored by `runner` (both are then required)."""
+
+    def __init__(
+        self,
+        es: EggRoll,
+        backend: PolicyBackend | None,
+        runner: JobRunner | None,
+        tasks: Sequence[Task],
+        config: EsTrainerConfig = EsTrainerConfig(),
+        timeouts: dict[str, float] | None = None,
+        evaluator: PopulationEvaluator | None = None,
+    ) -> None:
+        if not tasks:
+            raise ValueError("ES needs at least one training task")
+        if evaluator is None:
+            if backend is None or runner is None:
+                raise ValueError("without an evaluator, EsTrainer needs a backend and a runner")
+            evaluator = CompletionEvaluator(es, backend, runner, config.generation, timeouts)
+        self.es = es
+        self.evaluator = evaluator
+        self.tasks = list(tasks)
+        self.config = config
+
+    def minibatch(self, step: int) -> list[Task]:
+        rng = random.Random(f"{self.config.seed}:{step}")
+        k = min(self.config.tasks_per_step, len(self.tasks))
+        return rng.sample(self.tasks, k)
+
+    def step(self, parent: str | None = None) -> StepResult:
+        tasks = self.minibatch(self.es.step)
+        population = self.es.ask()
+        n, t = population.size, len(tasks)
+        evaluated = self.evaluator(population, tasks)
+        rewards_flat = [reward(v, self.config.reward) for v in evaluated.verdicts]
         infra = sum(r is None for r in rewards_flat)
         matrix = [[rewards_flat[m * t + j] for j in range(t)] for m in range(n)]
         fitness = [[_fill(matrix, m, j) for j in range(t)] for m in range(n)]
@@ -122,9 +170,9 @@ class EsTrainer:
             rewards=fitness,
             correctness=sum(r.correctness for r in known) / max(len(known), 1),
             pass_rate=sum(r.passed for r in known) / max(len(known), 1),
-            tokens=sum(g.num_tokens for g in generations),
-            generate_s=generate_s,
-            score_s=score_s,
+            tokens=evaluated.tokens,
+            generate_s=evaluated.generate_s,
+            score_s=evaluated.score_s,
             infra_errors=infra,
         )
 

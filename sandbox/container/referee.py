@@ -7,6 +7,8 @@ signal it, read its memory, nor see the test code. The tests call the program's 
 
 Reports go to the supervisor as JSON lines on a pipe only the referee holds:
 {"load": ...}, then {"check": i, "outcome": ..., "detail": ...} per check, then {"done": true}.
+A check may call `keep(value)` to send plain data back with the verdict ({"kept": value}): how an
+agent's scaffold hands its answer to the host without the host ever running the agent's code.
 """
 
 from __future__ import annotations
@@ -133,7 +135,15 @@ def run(job: dict, to_candidate: int, from_candidate: int, report_fd: int) -> No
         channel.send({"program": job["program"], "limits": job["limits"]})
     except CandidateDied:
         pass
-    namespace: dict = {"__name__": "__referee__"}
+
+    def keep(value: object) -> None:
+        """Hand a plain-data value back to the host with the verdict (e.g. an agent's answer)."""
+        try:
+            say({"kept": value})
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"keep() takes JSON-serializable data: {exc}") from None
+
+    namespace: dict = {"__name__": "__referee__", "keep": keep}
     try:
         exec(compile(job["setup"], "<setup>", "exec"), namespace)
     except BaseException as exc:

@@ -336,6 +336,7 @@ def judge(reports: list[dict], n_checks: int, timed_out: bool, wall_s: float) ->
     setup_error = None
     died = False
     done = False
+    kept: list = []
     for r in reports:
         if "setup_error" in r:
             setup_error = str(r["setup_error"])
@@ -344,6 +345,8 @@ def judge(reports: list[dict], n_checks: int, timed_out: bool, wall_s: float) ->
         elif "check" in r and isinstance(r["check"], int) and 0 <= r["check"] < n_checks:
             checks[r["check"]] = [str(r["outcome"]), str(r.get("detail", ""))]
             died = died or bool(r.get("died"))
+        elif "kept" in r:
+            kept.append(r["kept"])
         elif r.get("done"):
             done = True
     first_bad = next((d for o, d in checks if o not in ("passed", "not_run")), "")
@@ -363,7 +366,7 @@ def judge(reports: list[dict], n_checks: int, timed_out: bool, wall_s: float) ->
         status, detail = "passed", ""
     else:
         status, detail = "failed", first_bad
-    return {"status": status, "detail": detail, "checks": checks}
+    return {"status": status, "detail": detail, "checks": checks, "kept": kept}
 
 
 # -- users, processes, scratch -----------------------------------------------------------------

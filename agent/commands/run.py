@@ -1,0 +1,150 @@
+"""`lineage run [CONFIG.toml]`, `lineage resume RUN_DIR`, `lineage status RUN_DIR`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+
+def _fail(console: Console, message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+def run(
+    config: Annotated[
+        Path | None, typer.Argument(help="Run config (TOML). Every key has a default.")
+    ] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Where the run lives (default runs/<time>).")
+    ] = None,
+    iterations: Annotated[int | None, typer.Option(help="Override [budget] iterations.")] = None,
+) -> None:
+    """Start a run: evaluate the base node, then evolve weights and scaffold until a budget ends."""
+    from agent.loop.config import ConfigError, from_dict, load_config
+
+    console = Console(stderr=True)
+    try:
+        cfg = load_config(config)
+        if iterations is not None:
+            data = json.loads(cfg.to_json())
+            data["budget"]["iterations"] = iterations
+            cfg = from_dict(data, "--iterations")
+    except ConfigError as exc:
+        raise _fail(console, str(exc)) from None
+    run_dir = run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    if (run_dir / "config.json").exists():
+        raise _fail(console, f"{run_dir} already holds a run: use `lineage resume {run_dir}`")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(cfg.to_json())
+    if config is not None:
+        shutil.copyfile(config, run_dir / "config.toml")
+    _go(cfg, run_dir, console, create=True)
+
+
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `lineage run`.")],
+    iterations: Annotated[
+        int | None, typer.Option(help="Raise [budget] iterations (total, not additional).")
+    ] = None,
+) -> None:
+    """Continue a stopped or killed run exactly where it left off."""
+    from agent.loop.config import ConfigError, from_dict, load_saved
+
+    console = Console(stderr=True)
+    try:
+        cfg = load_saved(run_dir)
+        if iterations is not None:
+            data = json.loads(cfg.to_json())
+            data["budget"]["iterations"] = iterations
+            cfg = from_dict(data, "--iterations")
+            (run_dir / "config.json").write_text(cfg.to_json())
+    except ConfigError as exc:
+        raise _fail(console, str(exc)) from None
+    _go(cfg, run_dir, console, create=False)
+
+
+def _go(cfg, run_dir: Path, console: Console, create: bool) -> None:
+    from agent.loop.loop import Loop
+    from agent.loop.runtime import Runtime
+    from archive import ArchiveError
+
+    console.print(f"[bold]run directory:[/bold] {run_dir}", highlight=False)
+    try:
+        with Runtime(cfg, run_dir, create=create) as rt:
+            summary = Loop(rt, console).run()
+    except ArchiveError as exc:
+        raise _fail(console, str(exc)) from None
+    except KeyboardInterrupt:
+        console.print(f"[yellow]interrupted; continue with: lineage resume {run_dir}[/yellow]")
+        raise typer.Exit(130) from None
+    console.print(f"stopped: {summary.stopped} after {summary.iterations} iterations")
+    if summary.table:
+        table = Table(title="base vs best node (chosen by dev score)")
+        splits = sorted({k for row in summary.table for k in row} - {"node", "id", "operator"})
+        for col in ("node", "id", "operator", *splits):
+            table.add_column(col)
+        for row in summary.table:
+            table.add_row(
+                *(str(row.get(c, "")) for c in ("node", "id", "operator")),
+                *(f"{row[s]:.3f}" if s in row else "-" for s in splits),
+            )
+        Console().print(table)
+
+
+def status(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+) -> None:
+    """Nodes by operator and status, best scores per split, budget spent."""
+    from agent.loop.config import ConfigError, load_saved
+    from agent.loop.loop import Spent
+    from archive import Archive, ArchiveError
+
+    console = Console(stderr=True)
+    try:
+        cfg = load_saved(run_dir)
+        archive = Archive(run_dir, readonly=True)
+    except (ConfigError, ArchiveError) as exc:
+        raise _fail(console, str(exc)) from None
+    out = Console()
+    with archive:
+        nodes = list(archive.nodes())
+    counts: dict[tuple[str, str], int] = {}
+    best: dict[str, tuple[float, int, str]] = {}
+    for n in nodes:
+        counts[(n.operator, str(n.status))] = counts.get((n.operator, str(n.status)), 0) + 1
+        for split, s in n.scores.items():
+            if split not in best or s.score > best[split][0]:
+                best[split] = (s.score, s.n, n.id)
+    table = Table(title=f"nodes in {run_dir}")
+    statuses = sorted({s for _, s in counts})
+    table.add_column("operator")
+    for s in statuses:
+        table.add_column(s, justify="right")
+    for op in sorted({o for o, _ in counts}):
+        table.add_row(op, *(str(counts.get((op, s), 0)) for s in statuses))
+    out.print(table)
+    scores = Table(title="best score per split")
+    for col in ("split", "score", "n", "node"):
+        scores.add_column(col)
+    for split, (score, n, node) in sorted(best.items()):
+        scores.add_row(split, f"{score:.3f}", str(n), node)
+    out.print(scores)
+    spent = Spent.read(run_dir / "spent.json")
+    b = cfg.budget
+    budget = Table(title="budget")
+    for col in ("budget", "spent", "limit"):
+        budget.add_column(col)
+    done = max((int(n.id[1:]) for n in nodes if n.id[1:].isdigit()), default=0)
+    budget.add_row("iterations", str(done), str(b.iterations))
+    budget.add_row("wall clock (s)", f"{spent.wall_s:.0f}", str(b.wall_clock_s))
+    budget.add_row("generated tokens", str(spent.generated_tokens), str(b.generated_tokens))
+    budget.add_row("sandbox (s)", f"{spent.sandbox_s:.0f}", str(b.sandbox_s))
+    out.print(budget)

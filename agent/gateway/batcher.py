@@ -1,0 +1,241 @@
+"""The one thread that owns the policy backend: requests from many sessions, one `generate` call.
+
+HTTP handler threads `submit` rows and wait on a future. The worker takes the first queued job,
+collects whatever else arrives within `window_s` of it (up to `max_rows` rows), groups the jobs by
+decoding settings, and runs one `backend.generate` per group with every session's rows together,
+each row tagged with its session's ES member. While a batch generates, new jobs queue up, so under
+load batches fill without waiting at all.
+"""
+
+from __future__ import annotations
+
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, InvalidStateError
+from dataclasses import dataclass, field
+
+from agent.gateway.protocol import Decoding
+from agent.policy.backend import Generation, GenerationConfig, PolicyBackend
+from agent.policy.lowrank import PopulationPerturbation
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """A job's generations (one per row) and its rows' prompt tokens, counted here because only
+    this thread may touch the backend (its tokenizer included)."""
+
+    generations: list[Generation]
+    prompt_tokens: int
+
+
+class GatewayClosed(RuntimeError):
+    """The gateway shut down before this request was generated."""
+
+
+@dataclass
+class Job:
+    """Rows of one request (a prompt repeated n times is n rows), all for one member."""
+
+    rows: list[str]
+    decoding: Decoding
+    member: int
+    future: Future = field(default_factory=Future)
+    queued_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def key(self) -> tuple:
+        """Jobs with equal keys decode identically and can share a `generate` call. Greedy
+        decoding ignores top_p and seed, so those do not split greedy batches."""
+        d = self.decoding
+        if d.temperature == 0:
+            return (d.max_tokens, 0.0, 1.0, d.stop, 0)
+        return (d.max_tokens, d.temperature, d.top_p, d.stop, d.seed)
+
+
+def resolve(future: Future, result: object = None, error: BaseException | None = None) -> None:
+    """Settle a future unless someone (shutdown) already did."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
+
+
+_STOP = object()
+
+
+class Batcher:
+    """Owns `backend`; see the module docstring. `start()`, `submit(...)`, `stop()`."""
+
+    def __init__(self, backend: PolicyBackend, window_s: float, max_rows: int) -> None:
+        self.backend = backend
+        self.window_s = window_s
+        self.max_rows = max_rows
+        self._queue: queue.Queue = queue.Queue()
+        self._lock = threading.Lock()
+        self._closing = False
+        self._population: PopulationPerturbation | None = None
+        self._thread = threading.Thread(target=self._run, name="lineage-gateway-batcher")
+        self.batches = 0  # generate calls made
+        self.rows = 0  # rows generated
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def set_population(self, perturbation: PopulationPerturbation | None) -> None:
+        """Members' perturbations for the batches formed from now on."""
+        with self._lock:
+            self._population = perturbation
+
+    @property
+    def population(self) -> PopulationPerturbation | None:
+        with self._lock:
+            return self._population
+
+    def submit(self, rows: Sequence[str], decoding: Decoding, member: int) -> Future:
+        """Queue rows; the future yields a `JobResult`, or raises `GatewayClosed`."""
+        if not 1 <= len(rows) <= self.max_rows:
+            raise ValueError(f"a job needs 1 to {self.max_rows} rows, got {len(rows)}")
+        job = Job(list(rows), decoding, member)
+        with self._lock:
+            if self._closing:
+                raise GatewayClosed("the gateway is shutting down")
+            self._queue.put(job)
+        return job.future
+
+    def stop(self) -> None:
+        """Answer every queued job with `GatewayClosed` now, let a running `generate` finish,
+        and join the worker."""
+        with self._lock:
+            if self._closing:
+                return
+            self._closing = True
+        self._fail_queued([])
+        self._queue.put(_STOP)
+        if self._thread.is_alive():
+            self._thread.join()
+
+    # -- the worker ------------------------------------------------------------------------
+    def _run(self) -> None:
+        held: list[Job] = []  # a job that did not fit the last batch goes first in the next
+        while True:
+            batch = self._collect(held)
+            if batch is None:
+                self._fail_queued(held)
+                return
+            for group in self._groups(batch):
+                if self._closing:  # stop() came while this batch was forming or generating
+                    self._fail_queued(group)
+                    continue
+                try:
+                    self._generate(group)
+                except Exception as exc:  # a bug here must not strand the waiting callers
+                    for job in group:
+                        resolve(job.future, error=exc)
+
+    def _collect(self, held: list[Job]) -> list[Job] | None:
+        """The next batch: the first job plus what arrives within the window; None on stop."""
+        first = held.pop() if held else self._queue.get()
+        if first is _STOP:
+            return None
+        batch, rows = [first], len(first.rows)
+        deadline = first.queued_at + self.window_s
+        while rows < self.max_rows:
+            try:
+                job = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if job is _STOP:
+                self._fail_queued(batch)
+                return None
+            if rows + len(job.rows) > self.max_rows:
+                held.append(job)
+                break
+            batch.append(job)
+            rows += len(job.rows)
+        return batch
+
+    @staticmethod
+    def _groups(batch: list[Job]) -> list[list[Job]]:
+        groups: dict[tuple, list[Job]] = {}
+        for job in batch:
+            groups.setdefault(job.key, []).append(job)
+        return list(groups.values())
+
+    def _generate(self, group: list[Job]) -> None:
+        """One `generate` call for jobs with equal decoding settings; results split back."""
+        d = group[0].decoding
+        seed = d.seed if d.seed is not None else secrets.randbelow(2**31)
+        config = GenerationConfig(
+            max_new_tokens=d.max_tokens,
+            temperature=d.temperature,
+            top_p=d.top_p,
+            seed=seed,
+            stop=d.stop,
+            batch_size=self.max_rows,
+        )
+        population = self.population
+        runnable = []
+        for job in group:
+            problem = self._member_problem(job.member, population)
+            if problem:
+                resolve(job.future, error=ValueError(problem))
+            else:
+                runnable.append(job)
+        if not runnable:
+            return
+        group = runnable
+        prompts = [row for job in group for row in job.rows]
+        members = [job.member for job in group for _ in job.rows]
+        perturbed = population is not None and any(m >= 0 for m in members)
+        try:
+            generations = self.backend.generate(
+                prompts,
+                config,
+                perturbation=population if perturbed else None,
+                member_of_row=members if perturbed else None,
+            )
+        except Exception as exc:  # the backend's complaint goes to every caller of the group
+            for job in group:
+                resolve(job.future, error=exc)
+            return
+        self.batches += 1
+        self.rows += len(prompts)
+        start = 0
+        for job in group:
+            rows = generations[start : start + len(job.rows)]
+            resolve(job.future, JobResult(rows, sum(self._count_tokens(p) for p in job.rows)))
+            start += len(job.rows)
+
+    def _count_tokens(self, text: str) -> int:
+        """Prompt tokens for `usage`, where the backend exposes its tokenizer (else 0)."""
+        tokenizer = getattr(self.backend, "tokenizer", None)
+        return 0 if tokenizer is None else len(tokenizer(text)["input_ids"])
+
+    @staticmethod
+    def _member_problem(member: int, population: PopulationPerturbation | None) -> str | None:
+        if member < 0:
+            return None
+        if population is None:
+            return f"session is for ES member {member}, but no population is set"
+        if member >= population.members:
+            return f"session is for ES member {member}, the population has {population.members}"
+        return None
+
+    def _fail_queued(self, jobs: list[Job]) -> None:
+        """Answer `jobs` and everything still queued with `GatewayClosed`."""
+        closed = GatewayClosed("the gateway shut down before this request was generated")
+        for job in jobs:
+            resolve(job.future, error=closed)
+        while True:
+            try:
+                job = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if job is not _STOP:
+                resolve(job.future, error=closed)

@@ -1,0 +1,105 @@
+"""Settings of the LLM gateway, a session's budget, and an external OpenAI-compatible endpoint.
+
+Each is a frozen dataclass validated once (TRL's config style): a bad value fails where it is
+written, naming the field, not later inside a request handler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """How the gateway listens and batches.
+
+    - `socket_dir`: host folder for the Unix socket `llm.sock` (None: a fresh temp folder, removed
+      on close). The folder is what the sandbox mounts into containers.
+    - `batch_window_s`: how long the batcher waits, from the first queued request, for more
+      requests to share one `generate` call.
+    - `max_batch_rows`: most rows (prompts x n) in one batch; also the backend's batch size.
+    - `max_tokens_cap`: no call generates more tokens per row than this.
+    - `default_max_tokens`: per-row tokens when a request names no `max_tokens`.
+    - `model_name`: the local policy's name in `/v1/models` and in responses.
+    """
+
+    socket_dir: str | None = None
+    batch_window_s: float = 0.03
+    max_batch_rows: int = 64
+    max_tokens_cap: int = 1024
+    default_max_tokens: int = 384
+    model_name: str = "lineage-policy"
+
+    def __post_init__(self) -> None:
+        if self.socket_dir is not None and not self.socket_dir:
+            raise ValueError("GatewayConfig.socket_dir must be a path or None, got ''")
+        if not 0 <= self.batch_window_s <= 10:
+            raise ValueError(
+                f"GatewayConfig.batch_window_s must be in [0, 10], got {self.batch_window_s}"
+            )
+        if self.max_batch_rows < 1:
+            raise ValueError(
+                f"GatewayConfig.max_batch_rows must be >= 1, got {self.max_batch_rows}"
+            )
+        if self.max_tokens_cap < 1:
+            raise ValueError(
+                f"GatewayConfig.max_tokens_cap must be >= 1, got {self.max_tokens_cap}"
+            )
+        if not 1 <= self.default_max_tokens <= self.max_tokens_cap:
+            raise ValueError(
+                "GatewayConfig.default_max_tokens must be in [1, max_tokens_cap="
+                f"{self.max_tokens_cap}], got {self.default_max_tokens}"
+            )
+        if not self.model_name:
+            raise ValueError("GatewayConfig.model_name must be non-empty")
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one session may spend; None means unlimited.
+
+    - `tokens`: generated tokens over all calls (each call's `max_tokens` is clipped to what is
+      left, divided over its rows, so the budget is never overrun).
+    - `seconds`: wall time since the session's first call.
+    - `calls`: HTTP calls that generate (completions and chat).
+    """
+
+    tokens: int | None = None
+    seconds: float | None = None
+    calls: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("tokens", "seconds", "calls"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or value < 0):
+                raise ValueError(f"Budget.{name} must be >= 0 or None, got {value!r}")
+
+
+@dataclass(frozen=True)
+class ExternalEndpoint:
+    """An OpenAI-compatible server (vLLM serve, llama.cpp server, a hosted API) that serves a
+    session instead of the local backend.
+
+    - `base_url`: up to and including the version, e.g. `http://127.0.0.1:8000/v1`.
+    - `model`: the model name sent in every request (the agent's own `model` is replaced).
+    - `api_key_env`: environment variable holding the bearer key (None: no key sent); read when a
+      session opens, so a missing one fails there.
+    - `timeout_s`: per-call limit (also cut to the session's remaining seconds).
+    """
+
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(
+                f"ExternalEndpoint.base_url must start with http:// or https://, got {self.base_url!r}"
+            )
+        if not self.model:
+            raise ValueError("ExternalEndpoint.model must be non-empty")
+        if self.api_key_env is not None and not self.api_key_env:
+            raise ValueError("ExternalEndpoint.api_key_env must be a variable name or None")
+        if self.timeout_s <= 0:
+            raise ValueError(f"ExternalEndpoint.timeout_s must be > 0, got {self.timeout_s}")

@@ -1,0 +1,362 @@
+"""The LLM gateway: scaffolds in sandbox containers reach the node's policy model only through it.
+
+A host-side HTTP server on a Unix socket (mounted into containers) speaks a subset of the OpenAI
+API. Each container holds a bearer token for one session (label, budget, ES member, and optionally
+an external endpoint). Local calls from every session go to one batcher thread, so calls from many
+containers share `generate` calls; a session of ES member m generates with m's low-rank
+perturbation. Everything a session asked and got is kept for its `SessionRecord`.
+
+Greedy outputs are what the backend gives a prompt alone (as far as its batching keeps them so:
+exactly in fp32). Sampled ones with a `seed` repeat only for the same batch (the backend draws
+one random stream per batch); without a seed each batch gets a fresh one. The time budget is
+checked when a call is admitted, not during it.
+
+    with Gateway(backend, GatewayConfig(), chat_template) as gateway:
+        token = gateway.open_session("task-17", Budget(tokens=20_000, calls=50), member=3)
+        ...  # run the scaffold in a container with gateway.socket_path's folder mounted
+        record = gateway.close_session(token)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import secrets
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+from agent.gateway.batcher import Batcher, GatewayClosed, resolve
+from agent.gateway.chat import ChatTemplate
+from agent.gateway.config import Budget, ExternalEndpoint, GatewayConfig
+from agent.gateway.external import forward
+from agent.gateway.protocol import (
+    ApiError,
+    Outcome,
+    Request,
+    models_body,
+    parse_chat,
+    parse_completion,
+    parse_json,
+    response_body,
+)
+from agent.gateway.server import UnixHTTPServer
+from agent.gateway.session import CallRecord, Session, SessionRecord
+from agent.policy.backend import Generation, PolicyBackend
+from agent.policy.lowrank import PopulationPerturbation
+
+SOCKET_NAME = "llm.sock"
+ROUTES = {
+    "/v1/completions": "POST",
+    "/v1/chat/completions": "POST",
+    "/v1/models": "GET",
+}
+SOCKET_PATH_MAX = 107  # sun_path holds 108 bytes, NUL included
+
+
+def outcome_of(generations: list[Generation], prompt_tokens: int) -> Outcome:
+    """OpenAI finish reasons (an EOS is a "stop") and token counts of local generations."""
+    return Outcome(
+        texts=[g.text for g in generations],
+        finish_reasons=["length" if g.finish_reason == "length" else "stop" for g in generations],
+        prompt_tokens=prompt_tokens,
+        completion_tokens=sum(g.num_tokens for g in generations),
+    )
+
+
+class Gateway:
+    """See the module docstring. Serves from construction until `close()` (or the `with` exit)."""
+
+    def __init__(
+        self,
+        backend: PolicyBackend,
+        config: GatewayConfig | None = None,
+        chat_template: ChatTemplate | None = None,
+    ) -> None:
+        self.config = config or GatewayConfig()
+        self.backend = backend
+        self.chat_template = chat_template
+        self._sessions: dict[str, Session] = {}
+        self._lock = threading.Lock()
+        self._external: set[Future] = set()
+        self._calls = 0
+        self._tokens = 0
+        self._closed = False
+        self._own_dir = self.config.socket_dir is None
+        socket_dir = self.config.socket_dir
+        folder = Path(socket_dir) if socket_dir else Path(tempfile.mkdtemp(prefix="lineage-gw-"))
+        self.socket_path = str(folder / SOCKET_NAME)
+        try:
+            self._listen(folder)
+        except BaseException:
+            if self._own_dir:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+
+    def _listen(self, folder: Path) -> None:
+        """Make the folder reachable by any uid, bind the socket, start the threads."""
+        if len(self.socket_path.encode()) > SOCKET_PATH_MAX:
+            raise ValueError(
+                f"socket path {self.socket_path!r} is over {SOCKET_PATH_MAX} bytes, the Unix "
+                "socket limit: choose a shorter GatewayConfig.socket_dir"
+            )
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o755)  # containers run candidates as arbitrary uids
+        self._remove_stale_socket()
+        self._batcher = Batcher(
+            self.backend, self.config.batch_window_s, self.config.max_batch_rows
+        )
+        self._batcher.start()
+        try:
+            self._server = UnixHTTPServer(self.socket_path, self._handle)
+        except BaseException:
+            self._batcher.stop()
+            raise
+
+    def _remove_stale_socket(self) -> None:
+        path = Path(self.socket_path)
+        if path.is_socket():
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                if probe.connect_ex(self.socket_path) == 0:
+                    raise FileExistsError(f"another gateway is serving on {path}")
+            path.unlink()  # left by a gateway that died; binding needs the name free
+        elif path.exists():
+            raise FileExistsError(f"{path} exists and is not a socket; not overwriting it")
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop serving: queued and in-flight external requests are answered 503, a running
+        `generate` finishes, every thread is joined, the socket (and a temp folder) removed."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            external = list(self._external)
+        self._server.begin_close()
+        closed = GatewayClosed("the gateway shut down before the external endpoint answered")
+        for future in external:
+            resolve(future, error=closed)
+        self._batcher.stop()
+        self._server.finish_close()
+        Path(self.socket_path).unlink(missing_ok=True)
+        if self._own_dir:
+            shutil.rmtree(Path(self.socket_path).parent, ignore_errors=True)
+
+    # -- sessions --------------------------------------------------------------------------
+    def open_session(
+        self,
+        label: str,
+        budget: Budget,
+        member: int = -1,
+        external: ExternalEndpoint | None = None,
+    ) -> str:
+        """A new session; returns its bearer token (what the container gets)."""
+        if not isinstance(budget, Budget):
+            raise TypeError(f"budget must be a Budget, got {type(budget).__name__}")
+        if isinstance(member, bool) or not isinstance(member, int) or member < -1:
+            raise ValueError(f"member must be an int >= -1 (-1: unperturbed), got {member!r}")
+        if external is not None and member >= 0:
+            raise ValueError("an external endpoint cannot serve an ES member's perturbed weights")
+        population = self._batcher.population
+        if member >= 0 and population is not None and member >= population.members:
+            raise ValueError(f"member {member} is outside the population of {population.members}")
+        api_key = None
+        if external is not None and external.api_key_env is not None:
+            api_key = os.environ.get(external.api_key_env)
+            if not api_key:
+                raise ValueError(
+                    f"external endpoint {external.base_url} needs an API key in the environment "
+                    f"variable {external.api_key_env}, which is unset or empty"
+                )
+        token = secrets.token_hex(16)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the gateway is closed")
+            self._sessions[token] = Session(label, budget, member, external, api_key)
+        return token
+
+    def close_session(self, token: str) -> SessionRecord:
+        """End a session (its token stops working) and return its record. A call still running
+        finishes, but is not in the record."""
+        with self._lock:
+            session = self._sessions.pop(token, None)
+        if session is None:
+            raise KeyError("no open session has this token")
+        return session.snapshot()
+
+    def set_population(self, perturbation: PopulationPerturbation | None) -> None:
+        """The ES population whose member m serves sessions opened with member=m (None: none)."""
+        self._batcher.set_population(perturbation)
+
+    def usage(self) -> dict[str, int]:
+        """Totals since start: generating calls answered, tokens generated, backend batches."""
+        with self._lock:
+            calls, tokens, sessions = self._calls, self._tokens, len(self._sessions)
+        return {
+            "calls": calls,
+            "tokens": tokens,
+            "batches": self._batcher.batches,
+            "rows": self._batcher.rows,
+            "open_sessions": sessions,
+        }
+
+    # -- requests --------------------------------------------------------------------------
+    def _handle(
+        self, method: str, path: str, authorization: str | None, raw: bytes
+    ) -> tuple[int, dict[str, Any]]:
+        """The app behind the HTTP server: route, authenticate, and answer one request."""
+        try:
+            return 200, self._route(method, path, authorization, raw)
+        except ApiError as exc:
+            return exc.status, exc.body()
+        except Exception as exc:  # a bug here must not kill the handler thread silently
+            return 500, ApiError(500, f"gateway error: {exc!r}", type="server_error").body()
+
+    def _route(
+        self, method: str, path: str, authorization: str | None, raw: bytes
+    ) -> dict[str, Any]:
+        allowed = ROUTES.get(path)
+        if allowed is None:
+            raise ApiError(404, f"no endpoint {path}; this gateway serves {', '.join(ROUTES)}")
+        if method != allowed:
+            raise ApiError(405, f"{path} takes {allowed}, not {method}")
+        session = self._authenticate(authorization)
+        model = session.external.model if session.external else self.config.model_name
+        if path == "/v1/models":
+            return models_body(model)
+        return self._call(session, path.removeprefix("/v1/"), raw, model)
+
+    def _call(self, session: Session, endpoint: str, raw: bytes, model: str) -> dict[str, Any]:
+        """One generating call: parse, admit against the budget, generate, record, answer."""
+        started = time.monotonic()
+        body: dict[str, Any] = {"unparsed": raw[:4096].decode("utf-8", "replace")}
+        prompts: list[str] = []
+
+        def failed(message: str) -> CallRecord:
+            return CallRecord(
+                endpoint, body, prompts, error=message, seconds=time.monotonic() - started
+            )
+
+        try:
+            body = parse_json(raw)
+            parse = parse_completion if endpoint == "completions" else parse_chat
+            request = parse(body, self.config.default_max_tokens)
+            if request.rows > self.config.max_batch_rows:
+                raise ApiError(
+                    400,
+                    f"n: {request.rows} rows (prompts x n) is over this gateway's limit of "
+                    f"{self.config.max_batch_rows}",
+                    param="n",
+                )
+            prompts = self._prompts(request, session)
+            max_tokens = session.admit(
+                request.rows, request.decoding.max_tokens, self.config.max_tokens_cap
+            )
+        except ApiError as exc:
+            session.record(failed(exc.message))
+            raise
+        record = failed("interrupted")
+        try:
+            outcome = self._generate(session, request, prompts, max_tokens)
+            seconds = time.monotonic() - started
+            record = CallRecord(
+                endpoint, body, prompts, outcome.texts, outcome.completion_tokens, seconds
+            )
+        except GatewayClosed as exc:
+            record = failed(str(exc))
+            raise ApiError(503, str(exc), type="server_error") from None
+        except ApiError as exc:
+            record = failed(exc.message)
+            raise
+        except Exception as exc:
+            record = failed(f"generation failed: {exc!r}")
+            raise ApiError(500, f"generation failed: {exc}", type="server_error") from None
+        finally:
+            session.settle(request.rows * max_tokens, record)
+        with self._lock:
+            self._calls += 1
+            self._tokens += outcome.completion_tokens
+        return response_body(request, outcome, model)
+
+    def _authenticate(self, authorization: str | None) -> Session:
+        scheme, _, token = (authorization or "").partition(" ")
+        with self._lock:
+            session = self._sessions.get(token.strip()) if scheme.lower() == "bearer" else None
+        if session is None:
+            raise ApiError(
+                401,
+                "missing or unknown bearer token (Authorization: Bearer <token>)",
+                type="authentication_error",
+                code="invalid_api_key",
+            )
+        return session
+
+    def _prompts(self, request: Request, session: Session) -> list[str]:
+        """What the model sees, one per distinct prompt: a chat rendered by the template (an
+        external endpoint renders its own chats, so its prompts stay the messages)."""
+        if request.kind == "completion":
+            return list(request.prompts)
+        if session.external is not None:
+            return []
+        if self.chat_template is None:
+            raise ApiError(
+                400,
+                "this gateway has no chat template for its model: use /v1/completions",
+                param="messages",
+            )
+        try:
+            prompt = self.chat_template([dict(m) for m in request.messages])
+        except Exception as exc:
+            raise ApiError(
+                400, f"the chat template rejected the messages: {exc}", param="messages"
+            ) from None
+        if not isinstance(prompt, str) or not prompt:
+            raise ApiError(500, "the chat template returned no text", type="server_error")
+        return [prompt]
+
+    def _generate(
+        self, session: Session, request: Request, prompts: list[str], max_tokens: int
+    ) -> Outcome:
+        if session.external is not None:
+            return self._forward(session, request, max_tokens)
+        decoding = dataclasses.replace(request.decoding, max_tokens=max_tokens)
+        rows = [p for p in prompts for _ in range(request.n)]
+        result = self._batcher.submit(rows, decoding, session.member).result()
+        return outcome_of(result.generations, result.prompt_tokens)
+
+    def _forward(self, session: Session, request: Request, max_tokens: int) -> Outcome:
+        """Run the external call in its own thread, so that `close()` can answer it 503 at once;
+        the thread ends when the endpoint answers or its timeout passes."""
+        endpoint = session.external
+        assert endpoint is not None
+        left = session.seconds_left()
+        timeout = endpoint.timeout_s if left is None else max(0.1, min(endpoint.timeout_s, left))
+        future: Future = Future()
+
+        def call() -> None:
+            try:
+                resolve(future, forward(endpoint, session.api_key, request, max_tokens, timeout))
+            except BaseException as exc:
+                resolve(future, error=exc)
+
+        with self._lock:
+            if self._closed:
+                raise GatewayClosed("the gateway is shutting down")
+            self._external.add(future)
+        try:
+            threading.Thread(target=call, name="lineage-gateway-external", daemon=True).start()
+            return future.result()
+        finally:
+            with self._lock:
+                self._external.discard(future)

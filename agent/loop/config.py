@@ -1,0 +1,188 @@
+"""The run's settings: one TOML file mapped onto validated sections, every key with a default.
+
+`lineage run` with no file runs the quickstart. Errors name the file, the line (TOML syntax) or the
+key path (`[es] population: ...`), so a typo never starts a day-long run with a silent default.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class ConfigError(ValueError):
+    """A config file that cannot be run: the message names the file and the key or line."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(Section):
+    name: str = "default"  # registry name, HF id or local folder
+    device: str = "auto"
+    dtype: str = "auto"
+    threads: int = Field(0, ge=0)
+
+
+class TasksSection(Section):
+    """Which tasks a node is judged on. Stage 1 is a fixed train sample every node gets; only a
+    child within `stage1_margin` of its parent's train score goes on to the dev sample."""
+
+    train: str = "mbpp:train"
+    dev: str = "mbpp:dev"
+    heldout: str = "mbpp:test"  # reporting only, never selection
+    stage1_tasks: int = Field(8, ge=1)
+    stage1_margin: float = Field(0.1, ge=0)
+    dev_tasks: int = Field(16, ge=0)  # 0 = the whole split
+    heldout_tasks: int = Field(0, ge=0)  # 0 = the whole split
+    max_tokens: int = Field(384, ge=1)
+
+
+class BudgetSection(Section):
+    """Whichever comes first stops the run cleanly (None = unlimited)."""
+
+    iterations: int | None = Field(6, ge=0)
+    wall_clock_s: float | None = Field(None, gt=0)
+    generated_tokens: int | None = Field(None, gt=0)
+    sandbox_s: float | None = Field(None, gt=0)
+
+
+class OperatorsSection(Section):
+    """How a child is made: ES on the weights, an edit of the scaffold, or both."""
+
+    es_step: float = Field(0.5, ge=0)
+    scaffold_edit: float = Field(0.5, ge=0)
+    both: float = Field(0.0, ge=0)
+    bandit: bool = False  # pick by observed gains (UCB1) instead of the fixed mix
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> OperatorsSection:
+        if self.es_step + self.scaffold_edit + self.both <= 0:
+            raise ValueError("at least one operator weight must be > 0")
+        return self
+
+
+class EsSection(Section):
+    population: int = Field(8, ge=2)
+    sigma: float = Field(1e-3, gt=0)
+    alpha: float = Field(5e-4, gt=0)
+    rank: int = Field(1, ge=1)
+    tasks_per_step: int = Field(4, ge=1)
+    shaping: Literal["zscore", "centered_rank"] = "zscore"
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    target_modules: list[str] = Field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+    )
+
+    @model_validator(mode="after")
+    def _even(self) -> EsSection:
+        if self.population % 2:
+            raise ValueError("population must be even (antithetic pairs)")
+        return self
+
+
+class EditSection(Section):
+    """The proposer of scaffold edits: the node's own policy, or an OpenAI-compatible endpoint."""
+
+    proposer_base_url: str | None = None
+    proposer_model: str | None = None
+    api_key_env: str | None = None
+    improve_wall_s: float = Field(600.0, gt=0)
+    improve_tokens: int = Field(4096, ge=1)
+
+    @model_validator(mode="after")
+    def _endpoint_complete(self) -> EditSection:
+        if bool(self.proposer_base_url) != bool(self.proposer_model):
+            raise ValueError("proposer_base_url and proposer_model go together")
+        return self
+
+
+class SolveSection(Section):
+    tasks_per_job: int = Field(8, ge=1)
+    threads: int = Field(8, ge=1)
+    wall_s: float = Field(900.0, gt=0)
+    tokens_per_task: int = Field(4096, ge=1)
+
+
+class SandboxSection(Section):
+    scoring_workers: int = Field(0, ge=0)  # 0 = one per core
+    agent_workers: int = Field(4, ge=1)  # agent jobs mostly wait on the gateway
+
+
+class SelectionSection(Section):
+    strategy: str = "score_child_prop"
+    split: Literal["train", "dev"] = "train"
+
+
+class ReportSection(Section):
+    heldout_every: int = Field(0, ge=0)  # evaluate the best node on held-out every k iterations
+    tensorboard: bool = False
+
+
+class RunConfig(Section):
+    seed: int = 0
+    executor: Literal["local", "ray"] = "local"
+    ray_address: str | None = None
+    model: ModelSection = ModelSection()
+    tasks: TasksSection = TasksSection()
+    budget: BudgetSection = BudgetSection()
+    operators: OperatorsSection = OperatorsSection()
+    es: EsSection = EsSection()
+    edit: EditSection = EditSection()
+    solve: SolveSection = SolveSection()
+    sandbox: SandboxSection = SandboxSection()
+    selection: SelectionSection = SelectionSection()
+    report: ReportSection = ReportSection()
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def load_config(path: Path | None) -> RunConfig:
+    """The config in `path` (None = all defaults), or a ConfigError naming what is wrong."""
+    if path is None:
+        return RunConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such config file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
+    return from_dict(data, str(path))
+
+
+def from_dict(data: dict, source: str) -> RunConfig:
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = [str(p) for p in err["loc"]]
+            where = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else loc[0] if loc else ""
+            message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{where}: {message}" if where else message)
+        raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def load_saved(run_dir: Path) -> RunConfig:
+    """The config a run was started with (resume uses it, not whatever the file says now)."""
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a Lineage run directory (no config.json)")
+    return from_dict(json.loads(path.read_text()), str(path))

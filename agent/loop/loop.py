@@ -1,0 +1,316 @@
+"""The Darwin-Goedel loop: select a parent, make a child (ES step, scaffold edit, or both),
+evaluate it in stages, store it. Everything that matters is in the archive before the next step,
+so a run killed at any moment resumes where it stopped (`lineage resume`).
+
+Iteration i is driven by `Random(f"{seed}:{i}")` and creates node `n{i:04d}`: a resumed run
+repeats an interrupted iteration exactly and can never store a child twice.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from agent.loop.evaluation import evaluate, run_tasks, scaffold_files
+from agent.loop.events import EventLog
+from agent.loop.operators import Child, both, choose_operator, es_step, scaffold_edit
+from agent.loop.runtime import Runtime, model_hash
+from agent.scaffold.repo import seed_files
+from archive import Score, Status
+
+ROOT_ID = "n0000"
+
+
+def node_id_for(iteration: int) -> str:
+    return f"n{iteration:04d}"
+
+
+@dataclass
+class Spent:
+    """Budget spent so far, across every session of the run (kept in spent.json)."""
+
+    wall_s: float = 0.0
+    generated_tokens: int = 0
+    sandbox_s: float = 0.0
+
+    @classmethod
+    def read(cls, path: Path) -> Spent:
+        if not path.exists():
+            return cls()
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError):
+            return cls()  # a torn file is impossible (atomic writes), but never block a resume
+
+    def write(self, path: Path) -> None:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".spent.")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.__dict__, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+
+@dataclass
+class RunSummary:
+    iterations: int
+    stopped: str
+    base_id: str
+    best_id: str
+    table: list[dict[str, Any]] = field(default_factory=list)
+
+
+class StopRequested(Exception):
+    pass
+
+
+class Loop:
+    def __init__(self, rt: Runtime, console: Console | None = None) -> None:
+        self.rt = rt
+        self.console = console or Console(stderr=True)
+        self.events = EventLog(rt.run_dir / "events.jsonl")
+        self.spent_path = rt.run_dir / "spent.json"
+        self.spent = Spent.read(self.spent_path)
+        self.session_start = time.time()
+        self.session_base = self.spent.wall_s
+        self.stop: str | None = None
+        self.gains: dict[str, list[float]] = {}
+        self._writer = None
+
+    # ---- signals -----------------------------------------------------------------------------
+    def _install_signals(self) -> dict[int, Any]:
+        previous = {}
+
+        def handler(signum: int, _frame: Any) -> None:
+            if self.stop:  # second signal: stop now; the child in flight stays pending
+                raise KeyboardInterrupt
+            self.stop = signal.Signals(signum).name
+            self.events.emit("stop_requested", signal=self.stop)
+            self.console.print(
+                f"[yellow]{self.stop}: finishing the child in flight, then stopping "
+                "(again to stop at once; `lineage resume` continues)[/yellow]"
+            )
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, handler)
+        return previous
+
+    # ---- budgets -----------------------------------------------------------------------------
+    def _account(self) -> None:
+        archive = self.rt.archive
+        tokens = sandbox = 0.0
+        for node in archive.nodes():
+            tokens += node.cost.generated_tokens
+            sandbox += node.cost.sandbox_s
+        self.spent.generated_tokens = int(tokens)
+        self.spent.sandbox_s = sandbox
+        self.spent.wall_s = self.session_base + (time.time() - self.session_start)
+        self.spent.write(self.spent_path)
+
+    def _exhausted(self, done: int) -> str | None:
+        b = self.rt.config.budget
+        s = self.spent
+        if b.iterations is not None and done >= b.iterations:
+            return "iterations"
+        if b.wall_clock_s is not None and s.wall_s >= b.wall_clock_s:
+            return "wall_clock_s"
+        if b.generated_tokens is not None and s.generated_tokens >= b.generated_tokens:
+            return "generated_tokens"
+        if b.sandbox_s is not None and s.sandbox_s >= b.sandbox_s:
+            return "sandbox_s"
+        return None
+
+    # ---- the run -----------------------------------------------------------------------------
+    def run(self) -> RunSummary:
+        previous = self._install_signals()
+        iterations = self.rt.config.budget.iterations
+        progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[phase]}"),
+            console=self.console,
+            transient=False,
+        )
+        self.events.emit(
+            "run_started", run_dir=str(self.rt.run_dir), config=json.loads(self.rt.config.to_json())
+        )
+        try:
+            with progress:
+                self.bar = progress.add_task(
+                    "lineage", total=iterations, phase="", completed=self._done()
+                )
+                self.progress = progress
+                self._ensure_root()
+                self._drain_pending()
+                while True:
+                    self._account()
+                    reason = self.stop or self._exhausted(self._done())
+                    if reason:
+                        break
+                    iteration = self._done() + 1
+                    self._iterate(iteration)
+                    every = self.rt.config.report.heldout_every
+                    if every and iteration % every == 0:
+                        self._report_heldout()
+                table = [] if self.stop else self._report_heldout()
+            self._account()
+            best = self._best_by_dev()
+            self.events.emit("run_stopped", reason=reason, spent=self.spent.__dict__)
+            return RunSummary(self._done(), reason, ROOT_ID, best, table)
+        except KeyboardInterrupt:
+            self._account()
+            self.events.emit("run_interrupted", spent=self.spent.__dict__)
+            raise
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+            self.events.close()
+
+    def _phase(self, text: str) -> None:
+        self.progress.update(self.bar, phase=text)
+
+    def _done(self) -> int:
+        """Iterations finished: the highest child number in the archive."""
+        numbers = [
+            int(i[1:]) for i in self.rt.archive.ids() if i.startswith("n") and i[1:].isdigit()
+        ]
+        return max(numbers, default=0)
+
+    def _ensure_root(self) -> None:
+        archive = self.rt.archive
+        if ROOT_ID in archive.ids():
+            return
+        self._phase("adding the base node")
+        archive.add_root(
+            self.rt.config.model.name,
+            model_hash(self.rt.backend),
+            files=seed_files(),
+            node_id=ROOT_ID,
+            message="seed scaffold",
+            metadata={"iteration": 0},
+        )
+        self.events.emit("node_added", node=ROOT_ID, operator="root")
+
+    def _drain_pending(self) -> None:
+        """Evaluate nodes stored before a stop or kill but not yet judged (oldest first)."""
+        for node_id in self.rt.archive.pending():
+            self._evaluate(node_id)
+
+    def _evaluate(self, node_id: str) -> None:
+        archive = self.rt.archive
+        node = archive.get(node_id)
+        parent_train = None
+        if node.parent_ids:
+            parent = archive.get(node.parent_ids[0])
+            parent_train = parent.scores["train"].score if "train" in parent.scores else None
+        self._phase(f"evaluating {node_id}")
+        self.events.emit("evaluation_started", node=node_id)
+        result = evaluate(self.rt, node_id, parent_train)
+        archive.update_metadata(node_id, result.metadata)
+        archive.record_scores(node_id, result.scores, cost=result.cost)
+        self.events.emit(
+            "node_evaluated",
+            node=node_id,
+            scores={k: v.to_json() for k, v in result.scores.items()},
+            tokens=result.cost.generated_tokens,
+        )
+        if parent_train is not None and "train" in result.scores:
+            gain = result.scores["train"].score - parent_train
+            self.gains.setdefault(node.operator, []).append(gain)
+
+    def _iterate(self, iteration: int) -> None:
+        rt = self.rt
+        rng = random.Random(f"{rt.config.seed}:{iteration}")
+        parent_id = rt.archive.select_parent(
+            rt.config.selection.strategy, rng, split=rt.config.selection.split
+        )
+        operator = choose_operator(rt, rng, self.gains)
+        node_id = node_id_for(iteration)
+        self._phase(f"{operator} from {parent_id}")
+        self.events.emit(
+            "iteration_started", iteration=iteration, parent=parent_id, operator=operator
+        )
+        if operator == "es_step":
+            child = es_step(rt, parent_id, iteration)
+        elif operator == "scaffold_edit":
+            child = scaffold_edit(rt, parent_id, iteration, rng)
+        else:
+            child = both(rt, parent_id, iteration, rng)
+        self._store(node_id, parent_id, iteration, child)
+        if not child.failure:
+            self._evaluate(node_id)
+        self.progress.advance(self.bar)
+
+    def _store(self, node_id: str, parent_id: str, iteration: int, child: Child) -> None:
+        metadata = child.metadata | {"iteration": iteration}
+        status, reason = (Status.FAILED, child.failure) if child.failure else (Status.PENDING, None)
+        self.rt.archive.add_child(
+            parent_id,
+            child.operator,
+            es_record=child.es_record if not child.failure else None,
+            files=child.changes if child.changes and not child.failure else None,
+            node_id=node_id,
+            status=status,
+            failure_reason=reason,
+            cost=child.cost,
+            metadata=metadata,
+            message=f"{child.operator} {node_id} from {parent_id}",
+        )
+        self.events.emit(
+            "node_added",
+            node=node_id,
+            parent=parent_id,
+            operator=child.operator,
+            status=str(status),
+            failure=child.failure,
+        )
+
+    # ---- reporting ---------------------------------------------------------------------------
+    def _best_by_dev(self) -> str:
+        best, key = ROOT_ID, None
+        for node in self.rt.archive.nodes():
+            if node.status is not Status.EVALUATED or "dev" not in node.scores:
+                continue
+            k = (
+                node.scores["dev"].score,
+                node.scores.get("train", Score(0, 0)).score,
+                -node.created_at,
+            )
+            if key is None or k > key:
+                best, key = node.id, k
+        return best
+
+    def _report_heldout(self) -> list[dict[str, Any]]:
+        """Base and best-by-dev on the held-out split (reporting only: never read by selection)."""
+        archive = self.rt.archive
+        rows = []
+        for label, node_id in (("base", ROOT_ID), ("best", self._best_by_dev())):
+            node = archive.get(node_id)
+            if "heldout" not in node.scores and node.status is Status.EVALUATED:
+                self._phase(f"held-out: {node_id}")
+                files = scaffold_files(archive, node_id)
+                judged = run_tasks(self.rt, node_id, files, self.rt.tasks.heldout, "heldout")
+                archive.record_scores(node_id, {"heldout": judged.score}, status=None)
+                self.events.emit("heldout", node=node_id, score=judged.score.to_json())
+                node = archive.get(node_id)
+            rows.append(
+                {
+                    "node": label,
+                    "id": node_id,
+                    "operator": node.operator,
+                    **{k: v.score for k, v in node.scores.items()},
+                }
+            )
+        return rows

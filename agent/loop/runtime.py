@@ -1,0 +1,117 @@
+"""Everything a run holds open: the policy, its gateway, two sandbox pools, the archive, the tasks.
+
+Two pools on purpose: agent jobs (the scaffold) get the gateway's socket mounted and nothing else;
+scoring jobs get no gateway, so a program under test can never reach the model, and the agent's
+container never holds a test.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.gateway import Gateway, GatewayConfig, tokenizer_chat_template
+from agent.loop.config import RunConfig
+from agent.loop.weights import PolicyWeights
+from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
+from archive import Archive
+from evaluators.splits import load_split
+from evaluators.task import Task
+from evaluators.timeouts import calibrate
+from sandbox import SandboxConfig, SandboxPool
+
+
+@dataclass
+class TaskSets:
+    train: list[Task]
+    stage1: list[Task]  # the fixed train sample every node is judged on first
+    dev: list[Task]
+    heldout: list[Task]
+
+
+def sample(tasks: list[Task], k: int, seed: str) -> list[Task]:
+    """A fixed, seeded sample (k = 0: all), in a stable order."""
+    import random
+
+    if not k or k >= len(tasks):
+        return list(tasks)
+    return sorted(random.Random(seed).sample(tasks, k), key=lambda t: t.task_id)
+
+
+def load_tasks(config: RunConfig) -> TaskSets:
+    t = config.tasks
+    train = load_split(t.train)
+    return TaskSets(
+        train=train,
+        stage1=sample(train, t.stage1_tasks, f"{config.seed}:stage1"),
+        dev=sample(load_split(t.dev), t.dev_tasks, f"{config.seed}:dev"),
+        heldout=sample(
+            load_split(t.heldout, include_held_out=True), t.heldout_tasks, f"{config.seed}:heldout"
+        ),
+    )
+
+
+class Runtime:
+    """Opened once per `run`/`resume`; closed on exit, whatever happens."""
+
+    def __init__(self, config: RunConfig, run_dir: Path, *, create: bool) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        self._stack = ExitStack()
+        try:
+            self.archive = self._stack.enter_context(Archive(run_dir, create=create))
+            self.tasks = load_tasks(config)
+            m = config.model
+            self.backend = TransformersBackend.from_config(
+                TransformersBackendConfig(
+                    model=m.name, device=m.device, dtype=m.dtype, threads=m.threads
+                )
+            )
+            self.weights = PolicyWeights(self.backend.model, config.es.target_modules)
+            self.gateway = self._stack.enter_context(
+                Gateway(
+                    self.backend,
+                    GatewayConfig(),
+                    chat_template=tokenizer_chat_template(self.backend.tokenizer),
+                )
+            )
+            s = config.sandbox
+            self.scoring_pool = self._stack.enter_context(
+                SandboxPool(SandboxConfig(workers=s.scoring_workers))
+            )
+            self.agent_pool = self._stack.enter_context(
+                SandboxPool(
+                    SandboxConfig(
+                        workers=s.agent_workers,
+                        gateway_dir=str(Path(self.gateway.socket_path).parent),
+                        memory_mb=1024,
+                    )
+                )
+            )
+            everything = self.tasks.train + self.tasks.dev + self.tasks.heldout
+            self.timeouts = calibrate(everything, self.scoring_pool)
+        except BaseException:
+            self._stack.close()
+            raise
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> Runtime:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+def model_hash(backend: TransformersBackend) -> str:
+    """What names the base weights in the archive: the model's folder and config, not its bytes
+    (hashing 2 GB per run start would cost more than it protects against)."""
+    import hashlib
+
+    path = getattr(backend.model.config, "_name_or_path", "") or ""
+    return hashlib.sha256(
+        (os.path.basename(path) + backend.model.config.to_json_string()).encode()
+    ).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""The agent's program as data: the seed scaffold, sandbox jobs that run it, self-edits."""

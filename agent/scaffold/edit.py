@@ -1,0 +1,212 @@
+"""Self-modification, DGM style: failures -> diagnosis -> problem statement -> the parent's own
+`improve` edits a copy of its repository in the sandbox -> the diff is validated.
+
+Every way this can go wrong (no failure to learn from, an empty or unparseable reply, a diff that
+touches protected paths, a package that no longer imports, its own tests failing, a timeout, an
+exhausted budget) ends as a `Proposal` with `failure` set, never as an exception for the caller.
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from agent.gateway import Budget, ExternalEndpoint, Gateway
+from agent.scaffold.jobs import PROTECTED_PATHS, improve_job, selftest_job
+from agent.scaffold.llm_client import LLM, LLMError
+from agent.scaffold.repo import Files, apply_changes, unified_diff
+from agent.scaffold.solving import Attempt
+from evaluators.timeouts import JobRunner
+from sandbox.job import Limits, Status
+
+# Paths whose edits are allowed but flagged in the node's metadata: the agent's own tests, and
+# anything that looks like logging (what a reward hacker would touch first).
+FLAGGED_PREFIXES = ("tests/",)
+FLAGGED_WORDS = ("log",)
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """Settings of one self-edit.
+
+    - `proposer`: None = the node's own policy through the gateway; an `ExternalEndpoint` = any
+      OpenAI-compatible server (vLLM serve, llama.cpp, a hosted API) for diagnosis and improve.
+    - `improve_wall_s`, `improve_tokens`: bounds of the agent's `improve` run in the sandbox.
+    """
+
+    proposer: ExternalEndpoint | None = None
+    improve_wall_s: float = 600.0
+    improve_tokens: int = 4096
+    improve_calls: int = 8
+    diagnosis_tokens: int = 256
+    selftest_wall_s: float = 120.0
+    protected: tuple[str, ...] = PROTECTED_PATHS
+
+
+@dataclass
+class Proposal:
+    """A candidate child scaffold, or why there is none."""
+
+    changes: dict[str, str | None] = field(default_factory=dict)
+    files: Files = field(default_factory=dict)
+    diff: str = ""
+    diagnosis: str = ""
+    problem_statement: str = ""
+    flags: list[str] = field(default_factory=list)
+    failure: str | None = None
+    tokens: int = 0
+    sandbox_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+
+def pick_failure(attempts: Sequence[Attempt], rng: random.Random) -> Attempt | None:
+    failed = [a for a in attempts if a.verdict is not None and not a.verdict.passed]
+    return rng.choice(failed) if failed else None
+
+
+def diagnosis_messages(files: Mapping[str, str], failure: Attempt) -> list[dict[str, str]]:
+    readme = files.get("README.md", "")
+    detail = failure.verdict.detail if failure.verdict else (failure.error or "")
+    return [
+        {
+            "role": "system",
+            "content": "You review a coding agent's failure and say what change to the agent "
+            "would fix it. Be short: at most four sentences.",
+        },
+        {
+            "role": "user",
+            "content": f"The agent:\n{readme}\n\nTask:\n```python\n{failure.task.prompt}```\n\n"
+            f"The agent's answer:\n```python\n{failure.program or '(none)'}```\n\n"
+            f"Result: {detail or failure.error or 'failed'}\n\n"
+            "Why did it fail, and what change to the agent's files would fix it?",
+        },
+    ]
+
+
+def problem_statement(failure: Attempt, diagnosis: str) -> str:
+    return (
+        f"The agent failed task {failure.task.task_id}.\n"
+        f"Diagnosis: {diagnosis.strip()}\n"
+        "Change the agent so that it solves tasks like this one. Keep `solve(task, llm)` and "
+        "`improve(workspace, problem_statement, llm)` working, and keep the tests passing."
+    )
+
+
+def flags_for(changes: Mapping[str, str | None]) -> list[str]:
+    flags = []
+    for rel in sorted(changes):
+        if rel.startswith(FLAGGED_PREFIXES):
+            flags.append(f"touches tests: {rel}")
+        elif any(w in rel.lower() for w in FLAGGED_WORDS):
+            flags.append(f"touches logging: {rel}")
+    return flags
+
+
+def check_changes(changes: Mapping[str, str | None], protected: Sequence[str]) -> str | None:
+    """Why a set of changes cannot be a child (host-side checks; nothing is executed), or None."""
+    if not changes:
+        return "empty diff: improve changed nothing"
+    if not isinstance(changes, dict) or not all(isinstance(k, str) for k in changes):
+        return "malformed changes from improve"
+    for rel, text in changes.items():
+        if rel.startswith(("/", "..")) or "/../" in rel or rel.startswith(".git"):
+            return f"path outside the repository: {rel}"
+        if rel in protected:
+            return f"touches a protected path: {rel}"
+        if text is not None and not isinstance(text, str):
+            return f"non-text content for {rel}"
+        if text is not None and rel.endswith(".py"):
+            try:
+                ast.parse(text, filename=rel)
+            except SyntaxError as exc:
+                return f"{rel}:{exc.lineno}: syntax error: {exc.msg}"
+    return None
+
+
+def propose(
+    files: Files,
+    attempts: Sequence[Attempt],
+    agent_pool: JobRunner,
+    gateway: Gateway,
+    config: EditConfig = EditConfig(),
+    rng: random.Random | None = None,
+    label: str = "edit",
+) -> Proposal:
+    """Diagnose one failure and let the scaffold's own `improve` fix it; validated, not stored."""
+    rng = rng or random.Random(0)
+    proposal = Proposal()
+    failure = pick_failure(attempts, rng)
+    if failure is None:
+        proposal.failure = "no failed task to learn from"
+        return proposal
+    token = gateway.open_session(
+        f"{label}:diagnose",
+        Budget(tokens=config.diagnosis_tokens, seconds=config.improve_wall_s, calls=1),
+        external=config.proposer,
+    )
+    try:
+        replies = LLM(gateway.socket_path, token).chat(
+            diagnosis_messages(files, failure), max_tokens=config.diagnosis_tokens, temperature=0.0
+        )
+        proposal.diagnosis = replies[0].strip() if replies else ""
+    except (LLMError, OSError) as exc:
+        proposal.failure = f"diagnosis failed: {exc}"
+    finally:
+        proposal.tokens += gateway.close_session(token).tokens_used
+    if proposal.failure:
+        return proposal
+    if not proposal.diagnosis:
+        proposal.failure = "diagnosis: the model's reply was empty"
+        return proposal
+    proposal.problem_statement = problem_statement(failure, proposal.diagnosis)
+
+    token = gateway.open_session(
+        f"{label}:improve",
+        Budget(
+            tokens=config.improve_tokens, seconds=config.improve_wall_s, calls=config.improve_calls
+        ),
+        external=config.proposer,
+    )
+    limits = Limits(
+        wall_s=config.improve_wall_s, cpu_s=int(config.improve_wall_s) + 1, processes=32
+    )
+    try:
+        (verdict,) = agent_pool.run([improve_job(files, proposal.problem_statement, token, limits)])
+    finally:
+        record = gateway.close_session(token)
+        proposal.tokens += record.tokens_used
+    proposal.sandbox_s += verdict.duration_s
+    if verdict.status is not Status.PASSED or not verdict.kept:
+        budget = " (LLM budget exhausted)" if record.exhausted else ""
+        proposal.failure = f"improve {verdict.status.value}{budget}: {verdict.detail}"[:2000]
+        return proposal
+    changes = verdict.kept[0]
+    why = check_changes(changes, config.protected)
+    if why:
+        proposal.failure = why
+        return proposal
+    proposal.changes = dict(changes)
+    proposal.files = apply_changes(files, changes)
+    proposal.diff = unified_diff(files, proposal.files)
+    proposal.flags = flags_for(changes)
+    return validate(proposal, agent_pool, config)
+
+
+def validate(proposal: Proposal, agent_pool: JobRunner, config: EditConfig) -> Proposal:
+    """The child's package must import and its own tests pass, run in the sandbox."""
+    limits = Limits(wall_s=config.selftest_wall_s, cpu_s=int(config.selftest_wall_s) + 1)
+    (verdict,) = agent_pool.run([selftest_job(proposal.files, limits)])
+    proposal.sandbox_s += verdict.duration_s
+    if verdict.status is not Status.PASSED or not verdict.kept:
+        proposal.failure = f"self-test {verdict.status.value}: {verdict.detail}"[:2000]
+        return proposal
+    report = verdict.kept[0]
+    failures = report.get("failures") if isinstance(report, dict) else ["malformed report"]
+    if failures:
+        proposal.failure = f"self-test failed: {str(failures[0])[:1500]}"
+    return proposal

@@ -1,0 +1,137 @@
+"""The agent's one way out of its sandbox: an LLM client talking to Lineage's gateway.
+
+Standalone on purpose (standard library only, no Lineage imports): it is copied into the container
+as a single file. It speaks HTTP/1.1 over the gateway's Unix socket, OpenAI-style:
+
+    llm = LLM("/run/lineage/llm.sock", token)
+    texts = llm.complete("def add(a, b):\\n", max_tokens=64, stop=["\\ndef"], n=4)
+    reply = llm.chat([{"role": "user", "content": "Write a haiku."}])[0]
+
+Every method returns a list of strings, one per sample (`n`). A spent budget raises
+`LLMBudgetExhausted` (further calls will fail too); any other failure raises `LLMError` carrying
+the gateway's message.
+"""
+
+import http.client
+import json
+import socket
+
+__all__ = ["LLM", "LLMBudgetExhausted", "LLMError"]
+
+
+class LLMError(Exception):
+    """The gateway refused or failed a call; `status` is the HTTP status (0: no answer)."""
+
+    def __init__(self, message, status=0):
+        super().__init__(message)
+        self.status = status
+
+
+class LLMBudgetExhausted(LLMError):
+    """This session's token, time or call budget is spent."""
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    """HTTP over an AF_UNIX socket: the host part of the URL is ignored."""
+
+    def __init__(self, socket_path, timeout):
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(self.socket_path)
+        except OSError:
+            sock.close()
+            raise
+        self.sock = sock
+
+
+class LLM:
+    """A client of one gateway session. Safe to share between threads (one connection per call),
+    and calls from several threads are batched together by the gateway."""
+
+    def __init__(self, socket_path, token, timeout_s=600):
+        self.socket_path = socket_path
+        self.token = token
+        self.timeout_s = timeout_s
+        self.last_usage = None  # the `usage` of the latest successful call
+
+    def complete(
+        self, prompt, *, max_tokens=384, temperature=0.0, top_p=1.0, stop=None, n=1, seed=None
+    ):
+        """Continue `prompt` (a string; a list of strings gives n texts per prompt, in order)."""
+        body = {"prompt": prompt}
+        body.update(_decoding(max_tokens, temperature, top_p, stop, n, seed))
+        answer = self._post("/v1/completions", body)
+        return [choice["text"] for choice in _choices(answer)]
+
+    def chat(
+        self, messages, *, max_tokens=384, temperature=0.0, top_p=1.0, stop=None, n=1, seed=None
+    ):
+        """Reply to `messages` ([{"role": "system"|"user"|"assistant", "content": str}, ...])."""
+        body = {"messages": list(messages)}
+        body.update(_decoding(max_tokens, temperature, top_p, stop, n, seed))
+        answer = self._post("/v1/chat/completions", body)
+        return [choice["message"]["content"] or "" for choice in _choices(answer)]
+
+    def models(self):
+        """Names of the models this session reaches."""
+        return [m["id"] for m in self._request("GET", "/v1/models", None)["data"]]
+
+    def _post(self, path, body):
+        answer = self._request("POST", path, body)
+        self.last_usage = answer.get("usage")
+        return answer
+
+    def _request(self, method, path, body):
+        connection = _UnixConnection(self.socket_path, self.timeout_s)
+        headers = {"Authorization": "Bearer " + self.token}
+        data = None
+        if body is not None:
+            data = json.dumps(body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            connection.request(method, path, body=data, headers=headers)
+            response = connection.getresponse()
+            status, raw = response.status, response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            raise LLMError(
+                f"no answer from the LLM gateway at {self.socket_path}: {exc!r}"
+            ) from None
+        finally:
+            connection.close()
+        try:
+            answer = json.loads(raw)
+        except ValueError:
+            answer = None
+        if status == 200 and isinstance(answer, dict):
+            return answer
+        message = _error_message(answer, raw)
+        if status == 429:
+            raise LLMBudgetExhausted(f"LLM budget exhausted: {message}", status)
+        raise LLMError(f"LLM gateway answered {status}: {message}", status)
+
+
+def _decoding(max_tokens, temperature, top_p, stop, n, seed):
+    fields = {"max_tokens": max_tokens, "temperature": temperature, "top_p": top_p, "n": n}
+    if stop is not None:
+        fields["stop"] = [stop] if isinstance(stop, str) else list(stop)
+    if seed is not None:
+        fields["seed"] = seed
+    return fields
+
+
+def _choices(answer):
+    choices = answer.get("choices")
+    if not isinstance(choices, list):
+        raise LLMError(f"LLM gateway answered without choices: {str(answer)[:500]}", 200)
+    return sorted(choices, key=lambda c: c.get("index", 0))
+
+
+def _error_message(answer, raw):
+    if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+        return str(answer["error"].get("message"))
+    return raw[:500].decode("utf-8", "replace")

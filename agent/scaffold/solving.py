@@ -1,0 +1,173 @@
+"""Run a scaffold on tasks in the sandbox, for one policy or a whole ES population, then score.
+
+Fitness is always measured for the pair (weights, scaffold): each member's calls go through the
+gateway under a session bound to that member's perturbation, so a population step runs the
+parent's own scaffold against one batched backend. The agent's answers are then scored by the
+evaluators in a separate pool that has no gateway and that the agent's code never saw.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+
+from agent.gateway import Budget, Gateway, SessionRecord
+from agent.scaffold.jobs import solve_job, task_view
+from evaluators.scoring import Candidate, score
+from evaluators.task import Task
+from evaluators.timeouts import JobRunner
+from sandbox.job import Limits, Status, Verdict
+
+
+@dataclass(frozen=True)
+class SolveConfig:
+    """How agent jobs are cut and bounded.
+
+    - `tasks_per_job`: tasks one container solves (in `threads` threads, so their LLM calls reach
+      the gateway together and are batched).
+    - `wall_s`: a job's wall clock; the scaffold's whole work on its tasks must fit.
+    - `tokens_per_task`, `calls_per_task`: the session budget is these times the job's tasks.
+    """
+
+    tasks_per_job: int = 8
+    threads: int = 8
+    wall_s: float = 900.0
+    tokens_per_task: int = 4096
+    calls_per_task: int = 16
+    memory_mb: int = 1024
+
+    def __post_init__(self) -> None:
+        for name in ("tasks_per_job", "threads", "tokens_per_task", "calls_per_task", "memory_mb"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SolveConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.wall_s <= 0:
+            raise ValueError(f"SolveConfig.wall_s must be > 0, got {self.wall_s}")
+
+    def limits(self) -> Limits:
+        return Limits(
+            wall_s=self.wall_s,
+            cpu_s=int(self.wall_s) + 1,
+            memory_mb=self.memory_mb,
+            processes=self.threads + 24,
+        )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One task as the agent answered it (program may be empty) and how it was judged."""
+
+    task: Task
+    member: int
+    program: str
+    error: str | None  # why the agent gave no program (its exception, a timeout, a dead job)
+    verdict: Verdict | None = None  # None until scored
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is not None and self.verdict.passed
+
+
+@dataclass
+class SolveResult:
+    attempts: list[Attempt]  # member-major: all tasks of the first member, then the next
+    sessions: list[SessionRecord] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> int:
+        return sum(s.tokens_used for s in self.sessions)
+
+    def of_member(self, member: int) -> list[Attempt]:
+        return [a for a in self.attempts if a.member == member]
+
+    def transcript_for(self, task: Task) -> list:
+        """The gateway calls whose prompt carried this task's prompt (for diagnosis)."""
+        return [
+            call
+            for s in self.sessions
+            for call in s.calls
+            if any(task.prompt[:200] in prompt for prompt in call.prompts)
+        ]
+
+
+def solve(
+    files: Mapping[str, str],
+    tasks: Sequence[Task],
+    agent_pool: JobRunner,
+    gateway: Gateway,
+    config: SolveConfig = SolveConfig(),
+    members: Sequence[int] = (-1,),
+    label: str = "solve",
+) -> SolveResult:
+    """Every (member, task) answered by the scaffold in the sandbox (not yet scored)."""
+    jobs, slots, tokens = [], [], []
+    for member in members:
+        for start in range(0, len(tasks), config.tasks_per_job):
+            chunk = list(tasks[start : start + config.tasks_per_job])
+            budget = Budget(
+                tokens=config.tokens_per_task * len(chunk),
+                seconds=config.wall_s,
+                calls=config.calls_per_task * len(chunk),
+            )
+            token = gateway.open_session(f"{label}:m{member}:{start}", budget, member=member)
+            tokens.append(token)
+            jobs.append(
+                solve_job(
+                    files,
+                    [task_view(t) for t in chunk],
+                    token,
+                    config.limits(),
+                    threads=config.threads,
+                    tag=f"m{member}:{start}",
+                )
+            )
+            slots.append((member, chunk))
+    answers: dict[int, Verdict] = {}
+    try:
+        for index, verdict in agent_pool.run_iter(jobs):
+            answers[index] = verdict
+    finally:
+        sessions = [gateway.close_session(t) for t in tokens]
+    attempts = []
+    for index, (member, chunk) in enumerate(slots):
+        attempts.extend(_attempts(member, chunk, answers.get(index)))
+    return SolveResult(attempts, sessions)
+
+
+def _attempts(member: int, chunk: list[Task], verdict: Verdict | None) -> list[Attempt]:
+    """Unpack a job's kept answers; a job that died or timed out fails each of its tasks."""
+    kept = verdict.kept[0] if verdict is not None and verdict.kept else None
+    if verdict is None or verdict.status is not Status.PASSED or not isinstance(kept, list):
+        why = "no verdict" if verdict is None else f"{verdict.status.value}: {verdict.detail}"
+        return [Attempt(t, member, "", f"agent job {why}"[:2000]) for t in chunk]
+    out = []
+    for task, answer in zip(chunk, kept + [None] * (len(chunk) - len(kept)), strict=False):
+        if not isinstance(answer, dict) or not isinstance(answer.get("program"), str):
+            out.append(Attempt(task, member, "", "malformed answer from the agent job"))
+        else:
+            error = answer.get("error")
+            out.append(Attempt(task, member, answer["program"], str(error) if error else None))
+    return out
+
+
+def judge(
+    result: SolveResult,
+    scoring_pool: JobRunner,
+    timeouts: Mapping[str, float] | None = None,
+    on_verdict: Callable[[int, Verdict], None] | None = None,
+) -> SolveResult:
+    """Score every attempt's program with the evaluators (empty programs fail without a job)."""
+    runnable = [i for i, a in enumerate(result.attempts) if a.program.strip()]
+    verdicts = score(
+        [Candidate(result.attempts[i].task, result.attempts[i].program) for i in runnable],
+        scoring_pool,
+        timeouts,
+        on_verdict=on_verdict,
+    )
+    by_index = dict(zip(runnable, verdicts, strict=True))
+    attempts = [
+        replace(
+            a, verdict=by_index.get(i) or Verdict(Status.ERROR, detail=a.error or "empty program")
+        )
+        for i, a in enumerate(result.attempts)
+    ]
+    return SolveResult(attempts, result.sessions)

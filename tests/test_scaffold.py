@@ -1,0 +1,245 @@
+"""The self-modifying scaffold end to end, against real Docker and a real git archive.
+
+The policy is the in-process tiny model (its answers are garbage, which is fine: these tests check
+the plumbing, not quality). The proposer is a scripted OpenAI-compatible endpoint with fixed
+replies, so propose -> validate -> commit -> evaluate is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+
+from agent.gateway import ExternalEndpoint, Gateway, GatewayConfig
+from agent.policy.tiny import TinyModelConfig, tiny_model
+from agent.policy.transformers_backend import TransformersBackend
+from agent.scaffold.edit import EditConfig, check_changes, propose
+from agent.scaffold.jobs import selftest_job
+from agent.scaffold.repo import apply_changes, read_files, seed_files
+from agent.scaffold.solving import SolveConfig, judge, solve
+from archive import Archive
+from evaluators.datasets import load_humaneval
+from sandbox import Limits, SandboxConfig, SandboxPool, Status
+
+pytestmark = pytest.mark.docker
+
+NEW_SETTINGS = (
+    "SAMPLES = 2\nTEMPERATURE = 0.7\nMAX_TOKENS = 24\n"
+    'STOPS = ["\\ndef", "\\nclass", "\\nif", "\\nprint", "\\n#"]\nSELECT_BY_EXAMPLES = True\n'
+)
+
+
+class ScriptedEndpoint:
+    """A fake OpenAI-compatible server: a diagnosis for review prompts, a fixed file otherwise."""
+
+    def __init__(self, diagnosis: str, new_file: str) -> None:
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append(body)
+                system = body["messages"][0]["content"]
+                text = diagnosis if "review" in system else f"Here:\n```python\n{new_file}```\n"
+                reply = {
+                    "id": "x",
+                    "object": "chat.completion",
+                    "model": body.get("model"),
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": text},
+                            "finish_reason": "stop",
+                        }
+                    ],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
+                }
+                data = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.endpoint = ExternalEndpoint(
+            f"http://127.0.0.1:{self.server.server_address[1]}/v1", "scripted"
+        )
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture(scope="module")
+def backend():
+    torch.set_num_threads(1)
+    model, tokenizer = tiny_model(TinyModelConfig(seed=0))
+    return TransformersBackend(model, tokenizer)
+
+
+@pytest.fixture(scope="module")
+def gateway(backend):
+    template = lambda messages: "\n".join(m["content"] for m in messages) + "\n"  # noqa: E731
+    with Gateway(backend, GatewayConfig(), chat_template=template) as g:
+        yield g
+
+
+@pytest.fixture(scope="module")
+def agent_pool(sandbox_image, gateway):
+    from pathlib import Path
+
+    config = SandboxConfig(workers=2, gateway_dir=str(Path(gateway.socket_path).parent))
+    with SandboxPool(config, image=sandbox_image) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def scoring_pool(sandbox_image):
+    with SandboxPool(SandboxConfig(workers=1), image=sandbox_image) as pool:
+        yield pool
+
+
+@pytest.fixture(scope="module")
+def tasks():
+    return load_humaneval()[:3]
+
+
+FAST = SolveConfig(tasks_per_job=2, threads=2, wall_s=120, tokens_per_task=512)
+
+
+def short(files: dict[str, str]) -> dict[str, str]:
+    """The seed with short completions: the tiny model's garbage needs no 384 tokens."""
+    text = files["scaffold/settings.py"].replace("MAX_TOKENS = 384", "MAX_TOKENS = 16")
+    assert text != files["scaffold/settings.py"]
+    return {**files, "scaffold/settings.py": text}
+
+
+def test_seed_scaffold_solves_in_the_sandbox_through_the_gateway(
+    agent_pool, scoring_pool, gateway, tasks
+):
+    result = solve(short(seed_files()), tasks, agent_pool, gateway, FAST)
+    assert [a.task.task_id for a in result.attempts] == [t.task_id for t in tasks]
+    for attempt in result.attempts:
+        assert attempt.error is None, attempt.error
+        assert attempt.program.startswith(attempt.task.prompt)
+    # every call went through the gateway under this run's sessions, with the task's prompt
+    calls = [c for s in result.sessions for c in s.calls]
+    assert len(calls) == len(tasks)
+    assert result.tokens > 0
+    assert all(result.transcript_for(t) for t in tasks)
+    judged = judge(result, scoring_pool)
+    assert all(a.verdict is not None for a in judged.attempts)
+    assert not any(a.verdict.status is Status.INFRA_ERROR for a in judged.attempts)
+
+
+def test_agent_job_never_sees_the_tests(tasks):
+    from agent.scaffold.jobs import solve_job, task_view
+
+    job = solve_job(seed_files(), [task_view(t) for t in tasks], "tok", Limits())
+    for t in tasks:
+        assert t.tests not in job.program and t.tests not in "".join(job.checks)
+        assert "def check(" not in "".join(job.checks)
+
+
+def test_scaffold_exception_becomes_an_attempt_error(agent_pool, gateway, tasks):
+    files = {
+        **seed_files(),
+        "scaffold/solve.py": "def solve(task, llm):\n    raise ValueError('nope')\n",
+    }
+    result = solve(files, tasks[:1], agent_pool, gateway, FAST)
+    (attempt,) = result.attempts
+    assert attempt.program == "" and "ValueError: nope" in attempt.error
+
+
+def test_selftest_passes_for_the_seed_and_catches_breakage(agent_pool):
+    limits = Limits(wall_s=60, cpu_s=60)
+    (ok,) = agent_pool.run([selftest_job(seed_files(), limits)])
+    assert ok.status is Status.PASSED and ok.kept[0]["failures"] == []
+    assert ok.kept[0]["passed"] >= 3
+    broken = {**seed_files(), "scaffold/text.py": "def code_blocks(text):\n    return []\n"}
+    (bad,) = agent_pool.run([selftest_job(broken, limits)])
+    assert bad.kept[0]["failures"], bad
+
+
+def test_check_changes_rejects_bad_diffs():
+    assert "empty diff" in check_changes({}, ())
+    assert "protected" in check_changes({"lineage_llm.py": "x = 1\n"}, ("lineage_llm.py",))
+    assert "syntax error" in check_changes({"scaffold/solve.py": "def (:\n"}, ())
+    assert "outside" in check_changes({"../evil.py": "x = 1\n"}, ())
+    assert check_changes({"scaffold/settings.py": "SAMPLES = 3\n"}, ()) is None
+
+
+def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
+    agent_pool, scoring_pool, gateway, tasks, tmp_path
+):
+    seed = short(seed_files())
+    failed = judge(solve(seed, tasks, agent_pool, gateway, FAST), scoring_pool).attempts
+    assert any(not a.passed for a in failed)
+    scripted = ScriptedEndpoint("It stopped too early. Sample more.", NEW_SETTINGS)
+    try:
+        proposal = propose(
+            seed, failed, agent_pool, gateway, EditConfig(proposer=scripted.endpoint)
+        )
+    finally:
+        scripted.close()
+    assert proposal.ok, proposal.failure
+    assert proposal.diagnosis == "It stopped too early. Sample more."
+    assert proposal.changes == {"scaffold/settings.py": NEW_SETTINGS}
+    assert "+SAMPLES = 2" in proposal.diff
+    assert proposal.flags == []
+    # both calls went to the scripted endpoint, the improve one with the problem statement
+    assert len(scripted.requests) == 2
+    assert "Sample more." in scripted.requests[1]["messages"][1]["content"]
+
+    with Archive(tmp_path / "run") as archive:
+        root = archive.add_root("tiny", "0" * 16, files=seed)
+        child = archive.add_child(
+            root.id,
+            "scaffold_edit",
+            files=proposal.changes,
+            metadata={"diagnosis": proposal.diagnosis},
+        )
+        archive.checkout(child.id, tmp_path / "child")
+    child_files = read_files(tmp_path / "child")
+    assert child_files == apply_changes(seed, proposal.changes)
+    # the child's scaffold now draws two samples per task, through the same path
+    result = judge(solve(child_files, tasks[:2], agent_pool, gateway, FAST), scoring_pool)
+    assert all(a.error is None for a in result.attempts)
+    assert all(len(s.calls) >= 1 for s in result.sessions)
+    assert sum(len(c.texts) for s in result.sessions for c in s.calls) == 4  # 2 tasks x 2
+
+
+def test_a_broken_edit_becomes_a_failure_not_an_exception(agent_pool, gateway, tasks, scoring_pool):
+    seed = short(seed_files())
+    failed = judge(solve(seed, tasks[:2], agent_pool, gateway, FAST), scoring_pool).attempts
+    # the diagnosis names scaffold/text.py, so the seed's improve rewrites it, dropping functions
+    scripted = ScriptedEndpoint(
+        "Rewrite scaffold/text.py.", "def code_blocks(text):\n    return []\n"
+    )
+    try:
+        proposal = propose(
+            seed, failed, agent_pool, gateway, EditConfig(proposer=scripted.endpoint)
+        )
+    finally:
+        scripted.close()
+    assert not proposal.ok
+    assert proposal.failure.startswith("self-test failed"), proposal.failure
+    scripted = ScriptedEndpoint("Try harder.", "this is not python (")
+    try:
+        proposal = propose(
+            seed, failed, agent_pool, gateway, EditConfig(proposer=scripted.endpoint)
+        )
+    finally:
+        scripted.close()
+    assert not proposal.ok and "syntax error" in proposal.failure

@@ -18,6 +18,8 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agent.commands.errors import fail
+
 
 class Backend(StrEnum):
     transformers = "transformers"
@@ -53,8 +55,7 @@ def eval_command(
     try:
         tasks = load_benchmark(benchmark)
     except (DatasetError, BenchmarkFileError) as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(2) from e
+        raise fail(e) from e
     if limit:
         tasks = tasks[:limit]
     out = out or default_out(model, benchmark)

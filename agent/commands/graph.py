@@ -11,6 +11,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from agent.commands.errors import fail
+
 
 def graph(
     run_dir: Annotated[Path, typer.Argument(help="Run directory (holds archive.sqlite).")],
@@ -36,10 +38,8 @@ def graph(
                 written.append(render_png(archive, png))
             count = len(archive)
     except ArchiveError as exc:
-        console.print(f"[red]error:[/red] {run_dir} is not a readable run directory: {exc}")
-        raise typer.Exit(2) from exc
+        raise fail(f"{run_dir} is not a readable run directory: {exc}") from exc
     except (OSError, RuntimeError) as exc:  # unwritable output path, matplotlib missing
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+        raise fail(exc) from exc
     for path in written:
         console.print(f"wrote {path} ({count} nodes)", highlight=False)

@@ -12,10 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-
-def _fail(console: Console, message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(2)
+from agent.commands.errors import fail
 
 
 def run(
@@ -38,10 +35,10 @@ def run(
             data["budget"]["iterations"] = iterations
             cfg = from_dict(data, "--iterations")
     except ConfigError as exc:
-        raise _fail(console, str(exc)) from None
+        raise fail(str(exc)) from None
     run_dir = run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     if (run_dir / "config.json").exists():
-        raise _fail(console, f"{run_dir} already holds a run: use `lineage resume {run_dir}`")
+        raise fail(f"{run_dir} already holds a run: use `lineage resume {run_dir}`")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(cfg.to_json())
     if config is not None:
@@ -67,11 +64,12 @@ def resume(
             cfg = from_dict(data, "--iterations")
             (run_dir / "config.json").write_text(cfg.to_json())
     except ConfigError as exc:
-        raise _fail(console, str(exc)) from None
+        raise fail(str(exc)) from None
     _go(cfg, run_dir, console, create=False)
 
 
 def _go(cfg, run_dir: Path, console: Console, create: bool) -> None:
+    from agent.loop.config import ConfigError
     from agent.loop.loop import Loop
     from agent.loop.runtime import Runtime
     from archive import ArchiveError
@@ -80,8 +78,8 @@ def _go(cfg, run_dir: Path, console: Console, create: bool) -> None:
     try:
         with Runtime(cfg, run_dir, create=create) as rt:
             summary = Loop(rt, console).run()
-    except ArchiveError as exc:
-        raise _fail(console, str(exc)) from None
+    except (ArchiveError, ConfigError) as exc:
+        raise fail(str(exc)) from None
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted; continue with: lineage resume {run_dir}[/yellow]")
         raise typer.Exit(130) from None
@@ -107,12 +105,11 @@ def status(
     from agent.loop.loop import Spent
     from archive import Archive, ArchiveError
 
-    console = Console(stderr=True)
     try:
         cfg = load_saved(run_dir)
         archive = Archive(run_dir, readonly=True)
     except (ConfigError, ArchiveError) as exc:
-        raise _fail(console, str(exc)) from None
+        raise fail(str(exc)) from None
     out = Console()
     with archive:
         nodes = list(archive.nodes())

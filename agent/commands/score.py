@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from agent.commands.errors import fail
+
 
 def parse_ks(text: str) -> list[int]:
     try:
@@ -63,8 +65,7 @@ def score(
         tasks = {t.task_id: t for t in load_benchmark(benchmark)}
         rows = read_samples(samples, tasks)
     except (DatasetError, BenchmarkFileError, SamplesFileError) as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False)
-        raise typer.Exit(2) from e
+        raise fail(e) from e
 
     from sandbox import SandboxConfig, SandboxError, SandboxPool
 

@@ -22,6 +22,8 @@ from urllib.parse import parse_qs, urlsplit
 import typer
 from rich.console import Console
 
+from agent.commands.errors import fail
+
 EVENTS_NAME = "events.jsonl"
 RECENT_EVENTS = 40
 _TAIL_BYTES = 256 * 1024  # enough for the last RECENT_EVENTS lines of any sane event log
@@ -193,14 +195,11 @@ def serve(
     try:
         server = make_server(run_dir, host, port, interval_s=interval)
     except ArchiveError as exc:
-        console.print(f"[red]error:[/red] {run_dir} is not a readable run directory: {exc}")
-        raise typer.Exit(2) from exc
+        raise fail(f"{run_dir} is not a readable run directory: {exc}") from exc
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+        raise fail(exc) from exc
     except OSError as exc:  # port taken, unknown address
-        console.print(f"[red]error:[/red] cannot serve on {host}:{port}: {exc}", highlight=False)
-        raise typer.Exit(2) from exc
+        raise fail(f"cannot serve on {host}:{port}: {exc}") from exc
     console.print(f"serving {run_dir} at {server.url} (Ctrl-C to stop)", highlight=False)
     try:
         server.serve_forever(poll_interval=0.5)

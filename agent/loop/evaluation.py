@@ -47,10 +47,17 @@ def run_tasks(rt: Runtime, node_id: str, files: Files, tasks: list[Task], label:
     rt.weights.load(rt.archive.weights_chain(node_id).records)
     result = judge(
         solve(
-            files, tasks, rt.agent_pool, rt.gateway, solve_config(rt), label=f"{node_id}:{label}"
+            files,
+            tasks,
+            rt.agent_pool,
+            rt.gateway,
+            solve_config(rt),
+            label=f"{node_id}:{label}",
+            meter=rt.meter,
         ),
         rt.scoring_pool,
         rt.timeouts,
+        meter=rt.meter,
     )
     passed = sum(a.passed for a in result.attempts)
     sandbox_s = sum(a.verdict.duration_s for a in result.attempts if a.verdict)

@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from agent.loop.config import ConfigError
 from agent.loop.evaluation import evaluate, run_tasks, scaffold_files
 from agent.loop.events import EventLog
 from agent.loop.operators import Child, both, choose_operator, es_step, scaffold_edit
@@ -70,8 +71,21 @@ class RunSummary:
     table: list[dict[str, Any]] = field(default_factory=list)
 
 
-class StopRequested(Exception):
-    pass
+class RichMeter:
+    """The loop's progress bars for agent jobs and scoring (one bar per phase, reset per use)."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.bars: dict[str, Any] = {}
+
+    def begin(self, what: str, total: int) -> None:
+        if what in self.bars:
+            self.progress.reset(self.bars[what], total=total)
+        else:
+            self.bars[what] = self.progress.add_task(what, total=total, phase="")
+
+    def step(self, what: str) -> None:
+        self.progress.advance(self.bars[what])
 
 
 class Loop:
@@ -86,6 +100,15 @@ class Loop:
         self.stop: str | None = None
         self.gains: dict[str, list[float]] = {}
         self._writer = None
+        if rt.config.report.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError as exc:
+                raise ConfigError(
+                    "[report] tensorboard = true needs the tensorboard package "
+                    "(pip install tensorboard)"
+                ) from exc
+            self._writer = SummaryWriter(str(rt.run_dir / "tensorboard"))
 
     # ---- signals -----------------------------------------------------------------------------
     def _install_signals(self) -> dict[int, Any]:
@@ -152,6 +175,7 @@ class Loop:
                     "lineage", total=iterations, phase="", completed=self._done()
                 )
                 self.progress = progress
+                self.rt.meter = RichMeter(progress)
                 self._ensure_root()
                 self._drain_pending()
                 while True:
@@ -177,9 +201,12 @@ class Loop:
             for sig, old in previous.items():
                 signal.signal(sig, old)
             self.events.close()
+            if self._writer is not None:
+                self._writer.close()
 
     def _phase(self, text: str) -> None:
-        self.progress.update(self.bar, phase=text)
+        tokens = self.rt.gateway.usage()["tokens"]
+        self.progress.update(self.bar, phase=f"{text} ({tokens} tokens this session)")
 
     def _done(self) -> int:
         """Iterations finished: the highest child number in the archive."""
@@ -226,6 +253,12 @@ class Loop:
             scores={k: v.to_json() for k, v in result.scores.items()},
             tokens=result.cost.generated_tokens,
         )
+        if self._writer is not None:
+            step = int(node.metadata.get("iteration", 0))
+            for split, value in result.scores.items():
+                self._writer.add_scalar(f"score/{split}", value.score, step)
+            self._writer.add_scalar("spent/generated_tokens", self.spent.generated_tokens, step)
+            self._writer.flush()
         if parent_train is not None and "train" in result.scores:
             gain = result.scores["train"].score - parent_train
             self.gains.setdefault(node.operator, []).append(gain)

@@ -54,12 +54,13 @@ class ScaffoldEvaluator:
                 solve_config(rt),
                 members=range(population.size),
                 label=self.label,
+                meter=rt.meter,
             )
         finally:
             rt.gateway.set_population(None)
         generate_s = time.perf_counter() - started
         started = time.perf_counter()
-        judged = judge(result, rt.scoring_pool, rt.timeouts)
+        judged = judge(result, rt.scoring_pool, rt.timeouts, meter=rt.meter)
         return Evaluated(
             [a.verdict for a in judged.attempts],
             judged.tokens,

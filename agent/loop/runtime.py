@@ -16,6 +16,7 @@ from agent.gateway import Gateway, GatewayConfig, tokenizer_chat_template
 from agent.loop.config import RunConfig
 from agent.loop.weights import PolicyWeights
 from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
+from agent.scaffold.solving import Meter
 from archive import Archive
 from evaluators.splits import load_split
 from evaluators.task import Task
@@ -59,6 +60,7 @@ class Runtime:
     def __init__(self, config: RunConfig, run_dir: Path, *, create: bool) -> None:
         self.config = config
         self.run_dir = run_dir
+        self.meter: Meter | None = None  # progress bars, set by whoever shows them
         self._stack = ExitStack()
         try:
             self.archive = self._stack.enter_context(Archive(run_dir, create=create))

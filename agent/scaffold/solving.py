@@ -8,8 +8,9 @@ evaluators in a separate pool that has no gateway and that the agent's code neve
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Protocol
 
 from agent.gateway import Budget, Gateway, SessionRecord
 from agent.scaffold.jobs import solve_job, task_view
@@ -17,6 +18,15 @@ from evaluators.scoring import Candidate, score
 from evaluators.task import Task
 from evaluators.timeouts import JobRunner
 from sandbox.job import Limits, Status, Verdict
+
+
+class Meter(Protocol):
+    """Where long work reports progress (the loop's rich progress bars): `begin` a phase with its
+    total, then `step` once per finished item."""
+
+    def begin(self, what: str, total: int) -> None: ...
+
+    def step(self, what: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -97,6 +107,7 @@ def solve(
     config: SolveConfig = SolveConfig(),
     members: Sequence[int] = (-1,),
     label: str = "solve",
+    meter: Meter | None = None,
 ) -> SolveResult:
     """Every (member, task) answered by the scaffold in the sandbox (not yet scored)."""
     jobs, slots, tokens = [], [], []
@@ -122,9 +133,13 @@ def solve(
             )
             slots.append((member, chunk))
     answers: dict[int, Verdict] = {}
+    if meter:
+        meter.begin("agent jobs", len(jobs))
     try:
         for index, verdict in agent_pool.run_iter(jobs):
             answers[index] = verdict
+            if meter:
+                meter.step("agent jobs")
     finally:
         sessions = [gateway.close_session(t) for t in tokens]
     attempts = []
@@ -153,15 +168,17 @@ def judge(
     result: SolveResult,
     scoring_pool: JobRunner,
     timeouts: Mapping[str, float] | None = None,
-    on_verdict: Callable[[int, Verdict], None] | None = None,
+    meter: Meter | None = None,
 ) -> SolveResult:
     """Score every attempt's program with the evaluators (empty programs fail without a job)."""
     runnable = [i for i, a in enumerate(result.attempts) if a.program.strip()]
+    if meter:
+        meter.begin("scoring", len(runnable))
     verdicts = score(
         [Candidate(result.attempts[i].task, result.attempts[i].program) for i in runnable],
         scoring_pool,
         timeouts,
-        on_verdict=on_verdict,
+        on_verdict=(lambda _i, _v: meter.step("scoring")) if meter else None,
     )
     by_index = dict(zip(runnable, verdicts, strict=True))
     attempts = [

@@ -1,0 +1,237 @@
+"""The loop end to end on a tiny random model saved as a local folder (fast, garbage answers):
+run, status, graph, SIGTERM, and kill -9 at random moments followed by resume."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.loop.config import ConfigError, from_dict, load_config
+from archive import Archive, Status
+
+LINEAGE = [sys.executable, "-m", "agent.cli"]
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_config_errors_name_the_problem(tmp_path):
+    with pytest.raises(ConfigError, match=r"\[es\] bogus: unknown key"):
+        from_dict({"es": {"bogus": 1}}, "x.toml")
+    with pytest.raises(
+        ConfigError, match=r"\[budget\] iterations: Input should be a valid integer"
+    ):
+        from_dict({"budget": {"iterations": "many"}}, "x.toml")
+    with pytest.raises(ConfigError, match="population must be even"):
+        from_dict({"es": {"population": 3}}, "x.toml")
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seed = 1\n[model\nname = 'x'\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: .*line 2"):
+        load_config(bad)
+    assert load_config(None).budget.iterations == 6  # every key has a default
+
+
+def test_cli_rejects_a_bad_config_before_loading_anything(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[tasks]\nstage1_tasks = 0\n")
+    out = subprocess.run(
+        [*LINEAGE, "run", str(cfg), "--run-dir", str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    assert "[tasks] stage1_tasks" in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory) -> Path:
+    from agent.policy.tiny import tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    model, tokenizer = tiny_model()
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def write_config(path: Path, model: Path, iterations: int) -> Path:
+    path.write_text(
+        f"""seed = 3
+[model]
+name = "{model}"
+threads = 1
+[tasks]
+stage1_tasks = 2
+dev_tasks = 2
+heldout_tasks = 2
+stage1_margin = 1.0
+max_tokens = 16
+[budget]
+iterations = {iterations}
+[operators]
+es_step = 1
+scaffold_edit = 1
+[es]
+population = 2
+tasks_per_step = 2
+[solve]
+tasks_per_job = 4
+threads = 4
+wall_s = 120
+tokens_per_task = 64
+[edit]
+improve_tokens = 64
+improve_wall_s = 60
+[sandbox]
+agent_workers = 1
+scoring_workers = 1
+"""
+    )
+    return path
+
+
+def snapshot(run_dir: Path) -> dict[str, tuple[str, dict]]:
+    """Completed nodes (evaluated or failed) and their scores, read-only."""
+    if not (run_dir / "archive.sqlite").exists():
+        return {}
+    try:
+        with Archive(run_dir, readonly=True) as archive:
+            return {
+                n.id: (str(n.status), {k: v.to_json() for k, v in n.scores.items()})
+                for n in archive.nodes()
+                if n.status in (Status.EVALUATED, Status.FAILED)
+            }
+    except Exception:  # a database not yet created by the first start
+        return {}
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_run_status_graph_and_sigterm(tiny_dir, tmp_path):
+    cfg = write_config(tmp_path / "c.toml", tiny_dir, iterations=2)
+    run_dir = tmp_path / "run"
+    out = subprocess.run(
+        [*LINEAGE, "run", str(cfg), "--run-dir", str(run_dir)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "base vs best node" in out.stdout
+    with Archive(run_dir, readonly=True) as archive:
+        nodes = {n.id: n for n in archive.nodes()}
+    assert set(nodes) == {"n0000", "n0001", "n0002"}
+    assert nodes["n0000"].operator == "root" and "heldout" in nodes["n0000"].scores
+    assert all(n.status in (Status.EVALUATED, Status.FAILED) for n in nodes.values())
+    events = (run_dir / "events.jsonl").read_text()
+    assert '"event":"run_stopped"' in events and '"reason":"iterations"' in events
+
+    status = subprocess.run(
+        [*LINEAGE, "status", str(run_dir)], capture_output=True, text=True, cwd=ROOT
+    )
+    assert status.returncode == 0 and "root" in status.stdout and "iterations" in status.stdout
+    graph = subprocess.run(
+        [
+            *LINEAGE,
+            "graph",
+            str(run_dir),
+            "--html",
+            str(tmp_path / "g.html"),
+            "--png",
+            str(tmp_path / "g.png"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert graph.returncode == 0, graph.stderr
+    assert "n0002" in (tmp_path / "g.html").read_text()
+
+    # SIGTERM: the child in flight is finished (or left pending), the run exits, resume completes
+    proc = subprocess.Popen(
+        [*LINEAGE, "resume", str(run_dir), "--iterations", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and len(snapshot(run_dir)) < 4:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-3000:]
+    assert "SIGTERM" in err
+    done = subprocess.run(
+        [*LINEAGE, "resume", str(run_dir), "--iterations", "4"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert set(snapshot(run_dir)) == {f"n{i:04d}" for i in range(5)}
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_kill_9_at_random_moments_then_resume(tiny_dir, tmp_path):
+    iterations = 6
+    cfg = write_config(tmp_path / "c.toml", tiny_dir, iterations=iterations)
+    run_dir = tmp_path / "run"
+    rng = random.Random(7)
+    completed: dict[str, tuple[str, dict]] = {}
+    kills = 0
+    first = True
+    while kills < 10:
+        args = ["run", str(cfg), "--run-dir", str(run_dir)] if first else ["resume", str(run_dir)]
+        proc = subprocess.Popen(
+            [*LINEAGE, *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        first = False
+        try:
+            proc.wait(timeout=rng.uniform(4.0, 25.0))
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            kills += 1
+            now = snapshot(run_dir)
+            for node_id, state in completed.items():  # nothing completed is ever lost or changed
+                assert now.get(node_id) == state, (node_id, now.get(node_id), state)
+            completed.update(now)
+            continue
+        assert proc.returncode == 0, proc.stderr.read()[-3000:]
+        break  # finished before we could kill it again
+    if kills >= 10 or not (run_dir / "archive.sqlite").exists():
+        out = subprocess.run(
+            [*LINEAGE, "resume", str(run_dir)],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=1200,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+    final = snapshot(run_dir)
+    for node_id, state in completed.items():
+        assert final.get(node_id) == state
+    assert set(final) == {f"n{i:04d}" for i in range(iterations + 1)}
+    with Archive(run_dir, readonly=True) as archive:
+        ids = archive.ids()
+        assert len(ids) == len(set(ids)) == iterations + 1
+        assert archive.pending() == []
+    assert kills == 10

@@ -1,0 +1,80 @@
+"""Unit tests of the loop's parts that need no Docker: weights switching, operator choice,
+budget accounting files, the event log."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict
+from types import SimpleNamespace
+
+import torch
+
+from agent.es import EggRoll, EsConfig
+from agent.es.record import EsRecord
+from agent.es.replay import base_weights, replay
+from agent.loop.config import RunConfig, from_dict
+from agent.loop.events import EventLog, read_events
+from agent.loop.loop import Spent
+from agent.loop.operators import choose_operator
+from agent.loop.weights import PolicyWeights
+from agent.policy.tiny import TinyModelConfig, tiny_model
+
+TARGETS = ("q_proj", "v_proj")
+
+
+def record(model, step: int, seed: int) -> dict:
+    es = EggRoll(
+        EsConfig(population=4, seed=seed, target_modules=TARGETS, alpha=0.05), model, step=step
+    )
+    population = es.ask()
+    return asdict(es.tell(population, [1.0, 0.0, 0.5, 0.2]))
+
+
+def targeted(model) -> dict[str, torch.Tensor]:
+    return base_weights(model, TARGETS)
+
+
+def test_policy_weights_switch_between_branches_bit_exactly():
+    model, _ = tiny_model(TinyModelConfig(seed=1))
+    base = targeted(model)
+    weights = PolicyWeights(model, TARGETS)
+    # records made from the base weights (each tell moves the model: restore between them)
+    r1 = record(model, 1, seed=0)
+    weights.load([])
+    r2 = record(model, 2, seed=0)
+    weights.load([])
+    r3 = record(model, 3, seed=0)
+    for chain in ([r1], [r1, r2], [r3], [r1, r2], []):
+        weights.load(chain)
+        expected, _ = replay(base, [EsRecord(**r) for r in chain])
+        got = targeted(model)
+        assert all(torch.equal(got[k], expected[k]) for k in expected), chain
+
+
+def test_operator_mix_and_bandit():
+    rt = SimpleNamespace(config=from_dict({"operators": {"es_step": 0, "scaffold_edit": 1}}, "t"))
+    rng = random.Random(0)
+    assert {choose_operator(rt, rng, {}) for _ in range(20)} == {"scaffold_edit"}
+    rt = SimpleNamespace(config=from_dict({"operators": {"bandit": True, "both": 1}}, "t"))
+    assert choose_operator(rt, rng, {}) == "es_step"  # untried first, in order
+    gains = {"es_step": [0.2, 0.1] * 20, "scaffold_edit": [-0.1] * 40, "both": [0.0] * 40}
+    assert choose_operator(rt, rng, gains) == "es_step"
+
+
+def test_spent_roundtrip_and_event_log_skips_a_torn_line(tmp_path):
+    spent = Spent(wall_s=12.5, generated_tokens=300, sandbox_s=4.0)
+    spent.write(tmp_path / "spent.json")
+    assert Spent.read(tmp_path / "spent.json") == spent
+    assert Spent.read(tmp_path / "missing.json") == Spent()
+    log = EventLog(tmp_path / "events.jsonl")
+    log.emit("a", x=1)
+    log.emit("b")
+    log.close()
+    with open(tmp_path / "events.jsonl", "a") as f:
+        f.write('{"t": 1, "event": "cut sh')  # a kill mid-write
+    assert [e["event"] for e in read_events(tmp_path / "events.jsonl")] == ["a", "b"]
+
+
+def test_default_config_is_valid_and_roundtrips():
+    config = RunConfig()
+    assert from_dict(config.model_dump(), "x") == config

@@ -43,7 +43,7 @@ def run(
     (run_dir / "config.json").write_text(cfg.to_json())
     if config is not None:
         shutil.copyfile(config, run_dir / "config.toml")
-    _go(cfg, run_dir, console, create=True)
+    _go(cfg, run_dir, console)
 
 
 def resume(
@@ -65,10 +65,10 @@ def resume(
             (run_dir / "config.json").write_text(cfg.to_json())
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    _go(cfg, run_dir, console, create=False)
+    _go(cfg, run_dir, console)
 
 
-def _go(cfg, run_dir: Path, console: Console, create: bool) -> None:
+def _go(cfg, run_dir: Path, console: Console) -> None:
     from agent.loop.config import ConfigError
     from agent.loop.loop import Loop
     from agent.loop.runtime import Runtime
@@ -76,7 +76,7 @@ def _go(cfg, run_dir: Path, console: Console, create: bool) -> None:
 
     console.print(f"[bold]run directory:[/bold] {run_dir}", highlight=False)
     try:
-        with Runtime(cfg, run_dir, create=create) as rt:
+        with Runtime(cfg, run_dir) as rt:
             summary = Loop(rt, console).run()
     except (ArchiveError, ConfigError) as exc:
         raise fail(str(exc)) from None

@@ -57,13 +57,14 @@ def load_tasks(config: RunConfig) -> TaskSets:
 class Runtime:
     """Opened once per `run`/`resume`; closed on exit, whatever happens."""
 
-    def __init__(self, config: RunConfig, run_dir: Path, *, create: bool) -> None:
+    def __init__(self, config: RunConfig, run_dir: Path) -> None:
         self.config = config
         self.run_dir = run_dir
         self.meter: Meter | None = None  # progress bars, set by whoever shows them
         self._stack = ExitStack()
         try:
-            self.archive = self._stack.enter_context(Archive(run_dir, create=create))
+            # Created on first use: a run killed before its archive existed resumes from scratch.
+            self.archive = self._stack.enter_context(Archive(run_dir, create=True))
             self.tasks = load_tasks(config)
             m = config.model
             self.backend = TransformersBackend.from_config(

@@ -20,3 +20,17 @@ def one_worker_pool(sandbox_image):
 
     with SandboxPool(SandboxConfig(workers=1), image=sandbox_image) as pool:
         yield pool
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory):
+    """The tiny random model saved as a local model folder (with a plain chat template), so
+    anything that loads a model by name, `lineage run` included, can use it."""
+    from agent.policy.tiny import tiny_model
+
+    folder = tmp_path_factory.mktemp("tiny-model")
+    model, tokenizer = tiny_model()
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

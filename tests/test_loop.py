@@ -52,22 +52,10 @@ def test_cli_rejects_a_bad_config_before_loading_anything(tmp_path):
     assert not (tmp_path / "r").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory) -> Path:
-    from agent.policy.tiny import tiny_model
-
-    folder = tmp_path_factory.mktemp("tiny-model")
-    model, tokenizer = tiny_model()
-    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}\n{% endfor %}"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
-def write_config(path: Path, model: Path, iterations: int) -> Path:
+def write_config(path: Path, model: Path, iterations: int, extra: str = "") -> Path:
     path.write_text(
         f"""seed = 3
-[model]
+{extra}[model]
 name = "{model}"
 threads = 1
 [tasks]
@@ -75,7 +63,6 @@ stage1_tasks = 2
 dev_tasks = 2
 heldout_tasks = 2
 stage1_margin = 1.0
-max_tokens = 16
 [budget]
 iterations = {iterations}
 [operators]
@@ -89,6 +76,7 @@ tasks_per_job = 4
 threads = 4
 wall_s = 120
 tokens_per_task = 64
+max_tokens_per_call = 16
 [edit]
 improve_tokens = 64
 improve_wall_s = 60

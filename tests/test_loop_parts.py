@@ -10,13 +10,13 @@ from types import SimpleNamespace
 import torch
 
 from agent.es import EggRoll, EsConfig
+from agent.es.chain_weights import ChainWeights
 from agent.es.record import EsRecord
 from agent.es.replay import base_weights, replay
 from agent.loop.config import RunConfig, from_dict
 from agent.loop.events import EventLog, read_events
 from agent.loop.loop import Spent
 from agent.loop.operators import choose_operator
-from agent.loop.weights import PolicyWeights
 from agent.policy.tiny import TinyModelConfig, tiny_model
 
 TARGETS = ("q_proj", "v_proj")
@@ -37,15 +37,15 @@ def targeted(model) -> dict[str, torch.Tensor]:
 def test_policy_weights_switch_between_branches_bit_exactly():
     model, _ = tiny_model(TinyModelConfig(seed=1))
     base = targeted(model)
-    weights = PolicyWeights(model, TARGETS)
+    weights = ChainWeights(model, TARGETS)
     # records made from the base weights (each tell moves the model: restore between them)
     r1 = record(model, 1, seed=0)
-    weights.load([])
+    weights.set([])
     r2 = record(model, 2, seed=0)
-    weights.load([])
+    weights.set([])
     r3 = record(model, 3, seed=0)
     for chain in ([r1], [r1, r2], [r3], [r1, r2], []):
-        weights.load(chain)
+        weights.set(chain)
         expected, _ = replay(base, [EsRecord(**r) for r in chain])
         got = targeted(model)
         assert all(torch.equal(got[k], expected[k]) for k in expected), chain

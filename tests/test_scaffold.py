@@ -243,3 +243,34 @@ def test_a_broken_edit_becomes_a_failure_not_an_exception(agent_pool, gateway, t
     finally:
         scripted.close()
     assert not proposal.ok and "syntax error" in proposal.failure
+
+
+@pytest.mark.slow
+def test_the_real_small_model_runs_the_whole_edit_path(sandbox_image, tasks, scoring_pool):
+    """SmolLM2 as policy and proposer: solve, diagnose, improve, validate. Its quality is not
+    asserted; the path must end in a Proposal (ok or with a reason), never an exception."""
+    from pathlib import Path
+
+    from agent.gateway import tokenizer_chat_template
+    from agent.policy.transformers_backend import TransformersBackendConfig
+
+    threads = torch.get_num_threads()
+    small = TransformersBackend.from_config(
+        TransformersBackendConfig(model="smollm2-135m", dtype="float32", threads=1)
+    )
+    try:
+        with Gateway(small, GatewayConfig(), tokenizer_chat_template(small.tokenizer)) as g:
+            config = SandboxConfig(workers=2, gateway_dir=str(Path(g.socket_path).parent))
+            with SandboxPool(config, image=sandbox_image) as pool:
+                attempts = judge(
+                    solve(short(seed_files()), tasks[:2], pool, g, FAST), scoring_pool
+                ).attempts
+                assert all(a.error is None for a in attempts)
+                edit = EditConfig(improve_tokens=256, diagnosis_tokens=96, improve_wall_s=240)
+                proposal = propose(seed_files(), attempts, pool, g, edit)
+    finally:
+        torch.set_num_threads(threads)
+    assert proposal.tokens > 0
+    assert proposal.ok or proposal.failure
+    if any(not a.passed for a in attempts):
+        assert proposal.diagnosis  # the model said something about the failure

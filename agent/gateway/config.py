@@ -62,13 +62,20 @@ class Budget:
       left, divided over its rows, so the budget is never overrun).
     - `seconds`: wall time since the session's first call.
     - `calls`: HTTP calls that generate (completions and chat).
+    - `max_tokens_per_call`: a call asking for more tokens per row gets this many (a run-away
+      completion holds the whole batch it decodes in).
     """
 
     tokens: int | None = None
     seconds: float | None = None
     calls: int | None = None
+    max_tokens_per_call: int | None = None  # per-row cap on any one call's max_tokens
 
     def __post_init__(self) -> None:
+        if self.max_tokens_per_call is not None and self.max_tokens_per_call < 1:
+            raise ValueError(
+                f"Budget.max_tokens_per_call must be >= 1 or None, got {self.max_tokens_per_call!r}"
+            )
         for name in ("tokens", "seconds", "calls"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value < 0):

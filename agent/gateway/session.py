@@ -81,7 +81,7 @@ class Session:
                 self._started = now
             budget = self.budget
             reason = None
-            allowed = min(max_tokens, cap)
+            allowed = min(max_tokens, cap, budget.max_tokens_per_call or cap)
             if self._exhausted:
                 reason = "the session's budget is exhausted"
             elif budget.calls is not None and self._calls_used >= budget.calls:

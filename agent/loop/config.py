@@ -40,7 +40,6 @@ class TasksSection(Section):
     stage1_margin: float = Field(0.1, ge=0)
     dev_tasks: int = Field(16, ge=0)  # 0 = the whole split
     heldout_tasks: int = Field(0, ge=0)  # 0 = the whole split
-    max_tokens: int = Field(384, ge=1)
 
 
 class BudgetSection(Section):
@@ -115,6 +114,7 @@ class SolveSection(Section):
     threads: int = Field(8, ge=1)
     wall_s: float = Field(900.0, gt=0)
     tokens_per_task: int = Field(4096, ge=1)
+    max_tokens_per_call: int = Field(384, ge=1)  # the gateway clips longer asks of the agent
 
 
 class SandboxSection(Section):
@@ -135,7 +135,8 @@ class ReportSection(Section):
 class RunConfig(Section):
     seed: int = 0
     executor: Literal["local", "ray"] = "local"
-    ray_address: str | None = None
+    ray_address: str | None = None  # an existing cluster; None starts or joins a local one
+    ray_replicas: int = Field(1, ge=1)  # model replicas for generation (one per GPU or node)
     model: ModelSection = ModelSection()
     tasks: TasksSection = TasksSection()
     budget: BudgetSection = BudgetSection()

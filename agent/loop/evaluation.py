@@ -31,6 +31,7 @@ def solve_config(rt: Runtime) -> SolveConfig:
         threads=s.threads,
         wall_s=s.wall_s,
         tokens_per_task=s.tokens_per_task,
+        max_tokens_per_call=s.max_tokens_per_call,
     )
 
 
@@ -44,7 +45,7 @@ class Judged:
 
 def run_tasks(rt: Runtime, node_id: str, files: Files, tasks: list[Task], label: str) -> Judged:
     """The node's scaffold on `tasks` with the node's weights, scored in the scoring pool."""
-    rt.weights.load(rt.archive.weights_chain(node_id).records)
+    rt.set_weights(rt.archive.weights_chain(node_id).records)
     result = judge(
         solve(
             files,

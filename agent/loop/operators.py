@@ -88,7 +88,7 @@ def es_step(rt: Runtime, parent_id: str, iteration: int) -> Child:
     children of a run share noise. Leaves the model at the child's weights."""
     started = time.time()
     chain = rt.archive.weights_chain(parent_id).records
-    rt.weights.load(chain)
+    rt.set_weights(chain)
     files = scaffold_files(rt.archive, parent_id)
     es = EggRoll(es_config(rt), rt.backend.model, step=iteration)
     trainer = EsTrainer(
@@ -101,7 +101,7 @@ def es_step(rt: Runtime, parent_id: str, iteration: int) -> Child:
     )
     result = trainer.step(parent=parent_id)
     record = asdict(result.record)
-    rt.weights.load([*chain, record])  # the model now holds exactly the replayable child
+    rt.set_weights([*chain, record])  # the model now holds exactly the replayable child
     return Child(
         "es_step",
         es_record=record,
@@ -135,7 +135,7 @@ def scaffold_edit(rt: Runtime, parent_id: str, iteration: int, rng: random.Rando
     copy of its repository (with the parent's weights, unless an external proposer is set)."""
     started = time.time()
     parent = rt.archive.get(parent_id)
-    rt.weights.load(rt.archive.weights_chain(parent_id).records)
+    rt.set_weights(rt.archive.weights_chain(parent_id).records)
     files = scaffold_files(rt.archive, parent_id)
     by_id = {t.task_id: t for t in rt.tasks.train}
     attempts = attempts_from_notes(parent.metadata.get("failures", []), by_id)

@@ -12,9 +12,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.es.chain_weights import ChainWeights
 from agent.gateway import Gateway, GatewayConfig, tokenizer_chat_template
 from agent.loop.config import RunConfig
-from agent.loop.weights import PolicyWeights
 from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
 from agent.scaffold.solving import Meter
 from archive import Archive
@@ -72,17 +72,39 @@ class Runtime:
                     model=m.name, device=m.device, dtype=m.dtype, threads=m.threads
                 )
             )
-            self.weights = PolicyWeights(self.backend.model, config.es.target_modules)
+            self.weights = ChainWeights(self.backend.model, config.es.target_modules)
+            s = config.sandbox
+            # With Ray, generation runs on model replicas (they rebuild weights from ES records)
+            # and scoring fans out over a pool per node; the archive, the ES step's `tell`, the
+            # gateway and the agent containers (which need its socket) stay on this machine.
+            self.replicas = None
+            generator = self.backend
+            if config.executor == "ray":
+                from agent.scale.executor import make_executor
+
+                executor = make_executor(
+                    "ray",
+                    config.ray_address,
+                    sandbox_config=SandboxConfig(workers=s.scoring_workers),
+                    replicas=config.ray_replicas,
+                )
+                self.scoring_pool = self._stack.enter_context(executor.job_runner())
+                self.replicas = generator = executor.policy(
+                    TransformersBackendConfig(
+                        model=m.name, device=m.device, dtype=m.dtype, threads=m.threads
+                    )
+                )
+                self._stack.callback(self.replicas.close)
+            else:
+                self.scoring_pool = self._stack.enter_context(
+                    SandboxPool(SandboxConfig(workers=s.scoring_workers))
+                )
             self.gateway = self._stack.enter_context(
                 Gateway(
-                    self.backend,
+                    generator,
                     GatewayConfig(),
                     chat_template=tokenizer_chat_template(self.backend.tokenizer),
                 )
-            )
-            s = config.sandbox
-            self.scoring_pool = self._stack.enter_context(
-                SandboxPool(SandboxConfig(workers=s.scoring_workers))
             )
             self.agent_pool = self._stack.enter_context(
                 SandboxPool(
@@ -98,6 +120,12 @@ class Runtime:
         except BaseException:
             self._stack.close()
             raise
+
+    def set_weights(self, records: list[dict]) -> None:
+        """Put the policy (and every replica) at base + `records`."""
+        self.weights.set(records)
+        if self.replicas is not None:
+            self.replicas.set_weights(records)
 
     def close(self) -> None:
         self._stack.close()

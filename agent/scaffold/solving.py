@@ -37,6 +37,7 @@ class SolveConfig:
       the gateway together and are batched).
     - `wall_s`: a job's wall clock; the scaffold's whole work on its tasks must fit.
     - `tokens_per_task`, `calls_per_task`: the session budget is these times the job's tasks.
+    - `max_tokens_per_call`: the gateway's per-row cap on any one call of the agent.
     """
 
     tasks_per_job: int = 8
@@ -45,9 +46,17 @@ class SolveConfig:
     tokens_per_task: int = 4096
     calls_per_task: int = 16
     memory_mb: int = 1024
+    max_tokens_per_call: int = 384
 
     def __post_init__(self) -> None:
-        for name in ("tasks_per_job", "threads", "tokens_per_task", "calls_per_task", "memory_mb"):
+        for name in (
+            "tasks_per_job",
+            "threads",
+            "tokens_per_task",
+            "calls_per_task",
+            "memory_mb",
+            "max_tokens_per_call",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"SolveConfig.{name} must be >= 1, got {getattr(self, name)}")
         if self.wall_s <= 0:
@@ -118,6 +127,7 @@ def solve(
                 tokens=config.tokens_per_task * len(chunk),
                 seconds=config.wall_s,
                 calls=config.calls_per_task * len(chunk),
+                max_tokens_per_call=config.max_tokens_per_call,
             )
             token = gateway.open_session(f"{label}:m{member}:{start}", budget, member=member)
             tokens.append(token)

@@ -1,0 +1,123 @@
+"""Efficacy: does evolving weights and code together beat evolving either alone?
+
+Three runs from the same base with the same budget: ES steps only, scaffold edits only, and both
+(the mix of the base config). Each reports the held-out pass@1 of its best node by dev score; the
+base node's held-out score is the baseline. Held-out tasks are never used for selection.
+
+    python benchmarks/improve.py [--config configs/demo.toml] [--budget-s 7200]
+        [--heldout humaneval:test] [--out out/improve] [--json PATH]
+
+Figures: base_heldout, best_heldout_es, best_heldout_edit, best_heldout_both (and the gains).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+MODES = {
+    "es": {"es_step": 1.0, "scaffold_edit": 0.0, "both": 0.0},
+    "edit": {"es_step": 0.0, "scaffold_edit": 1.0, "both": 0.0},
+    "both": None,  # the base config's own mix
+}
+
+
+def mode_config(base: dict, mode: str, budget_s: float, heldout: str) -> dict:
+    config = json.loads(json.dumps(base))
+    if MODES[mode] is not None:
+        config.setdefault("operators", {}).update(MODES[mode])
+    else:
+        ops = config.setdefault("operators", {})
+        if not any(ops.get(k, 0) for k in ("scaffold_edit", "both")) or not ops.get("es_step", 0.5):
+            ops.update({"es_step": 0.5, "scaffold_edit": 0.5})
+    budget = config.setdefault("budget", {})
+    budget["iterations"] = 1_000_000  # the wall clock decides
+    budget["wall_clock_s"] = budget_s
+    tasks = config.setdefault("tasks", {})
+    tasks["heldout"] = heldout
+    tasks["heldout_tasks"] = 0
+    return config
+
+
+def to_toml(data: dict) -> str:
+    """Enough TOML for a run config: scalars, lists, one level of tables."""
+
+    def value(v):
+        return json.dumps(v)
+
+    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for section, table in data.items():
+        if isinstance(table, dict):
+            lines.append(f"\n[{section}]")
+            lines += [f"{k} = {value(v)}" for k, v in table.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def heldout_of(run_dir: Path) -> tuple[float | None, float | None, str]:
+    from archive import Archive
+
+    with Archive(run_dir, readonly=True) as archive:
+        nodes = list(archive.nodes())
+    base = next(n for n in nodes if n.is_root)
+    scored = [n for n in nodes if "heldout" in n.scores and not n.is_root]
+    best = max(
+        scored, key=lambda n: n.scores.get("dev").score if "dev" in n.scores else -1, default=base
+    )
+    get = lambda n: n.scores["heldout"].score if "heldout" in n.scores else None  # noqa: E731
+    return get(base), get(best), best.id
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=Path("configs/demo.toml"))
+    parser.add_argument("--budget-s", type=float, default=7200.0)
+    parser.add_argument("--heldout", default="humaneval:test")
+    parser.add_argument("--out", type=Path, default=Path("out/improve"))
+    parser.add_argument("--modes", default="es,edit,both")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    base = tomllib.loads(args.config.read_text())
+    console = Console(stderr=True)
+    figures: dict[str, float | str | None] = {"budget_s": args.budget_s, "heldout": args.heldout}
+    rows = []
+    for mode in args.modes.split(","):
+        run_dir = args.out / mode
+        cfg = args.out / f"{mode}.toml"
+        args.out.mkdir(parents=True, exist_ok=True)
+        cfg.write_text(to_toml(mode_config(base, mode, args.budget_s, args.heldout)))
+        command = (
+            ["lineage", "resume", str(run_dir)]
+            if (run_dir / "config.json").exists()
+            else ["lineage", "run", str(cfg), "--run-dir", str(run_dir)]
+        )
+        console.print(f"== {mode}: {' '.join(command)}", highlight=False)
+        subprocess.run([sys.executable, "-m", "agent.cli", *command[1:]], check=True)
+        base_score, best_score, best_id = heldout_of(run_dir)
+        figures.setdefault("base_heldout", base_score)
+        figures[f"best_heldout_{mode}"] = best_score
+        rows.append((mode, best_id, base_score, best_score))
+    for mode in args.modes.split(","):
+        best = figures.get(f"best_heldout_{mode}")
+        if best is not None and figures.get("base_heldout") is not None:
+            figures[f"gain_{mode}"] = best - figures["base_heldout"]
+    table = Table(title=f"held-out pass@1 ({args.heldout}), {args.budget_s:.0f} s per run")
+    for col in ("run", "best node (by dev)", "base", "best"):
+        table.add_column(col)
+    fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
+    for mode, best_id, b, s in rows:
+        table.add_row(mode, best_id, fmt(b), fmt(s))
+    Console().print(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -69,10 +69,13 @@ def summary_path(samples_path: Path) -> Path:
 
 
 def write_atomically(path: Path, text: str) -> None:
+    """Temp file in the same folder, fsync, rename: a kill leaves the old file or the new one."""
     with tempfile.NamedTemporaryFile(
         "w", dir=path.parent, delete=False, suffix=".part", encoding="utf-8"
     ) as tmp:
         tmp.write(text)
+        tmp.flush()
+        os.fsync(tmp.fileno())
     os.replace(tmp.name, path)
 
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.commands.errors import fail
+from evaluators.samples import write_atomically
 
 
 def run(
@@ -25,25 +26,32 @@ def run(
     iterations: Annotated[int | None, typer.Option(help="Override [budget] iterations.")] = None,
 ) -> None:
     """Start a run: evaluate the base node, then evolve weights and scaffold until a budget ends."""
-    from agent.loop.config import ConfigError, from_dict, load_config
+    from agent.loop.config import ConfigError, load_config
 
     console = Console(stderr=True)
     try:
-        cfg = load_config(config)
-        if iterations is not None:
-            data = json.loads(cfg.to_json())
-            data["budget"]["iterations"] = iterations
-            cfg = from_dict(data, "--iterations")
+        cfg = with_iterations(load_config(config), iterations)
     except ConfigError as exc:
         raise fail(str(exc)) from None
     run_dir = run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
     if (run_dir / "config.json").exists():
         raise fail(f"{run_dir} already holds a run: use `lineage resume {run_dir}`")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(cfg.to_json())
+    write_atomically(run_dir / "config.json", cfg.to_json())
     if config is not None:
         shutil.copyfile(config, run_dir / "config.toml")
     _go(cfg, run_dir, console)
+
+
+def with_iterations(cfg, iterations: int | None):
+    """The config with [budget] iterations replaced (validated like the file itself)."""
+    from agent.loop.config import from_dict
+
+    if iterations is None:
+        return cfg
+    data = json.loads(cfg.to_json())
+    data["budget"]["iterations"] = iterations
+    return from_dict(data, "--iterations")
 
 
 def resume(
@@ -53,16 +61,13 @@ def resume(
     ] = None,
 ) -> None:
     """Continue a stopped or killed run exactly where it left off."""
-    from agent.loop.config import ConfigError, from_dict, load_saved
+    from agent.loop.config import ConfigError, load_saved
 
     console = Console(stderr=True)
     try:
-        cfg = load_saved(run_dir)
+        cfg = with_iterations(load_saved(run_dir), iterations)
         if iterations is not None:
-            data = json.loads(cfg.to_json())
-            data["budget"]["iterations"] = iterations
-            cfg = from_dict(data, "--iterations")
-            (run_dir / "config.json").write_text(cfg.to_json())
+            write_atomically(run_dir / "config.json", cfg.to_json())
     except ConfigError as exc:
         raise fail(str(exc)) from None
     _go(cfg, run_dir, console)

@@ -9,10 +9,8 @@ repeats an interrupted iteration exactly and can never store a child twice.
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +26,7 @@ from agent.loop.operators import Child, both, choose_operator, es_step, scaffold
 from agent.loop.runtime import Runtime, model_hash
 from agent.scaffold.repo import seed_files
 from archive import Score, Status
+from evaluators.samples import write_atomically
 
 ROOT_ID = "n0000"
 
@@ -54,12 +53,7 @@ class Spent:
             return cls()  # a torn file is impossible (atomic writes), but never block a resume
 
     def write(self, path: Path) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".spent.")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.__dict__, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_atomically(path, json.dumps(self.__dict__))
 
 
 @dataclass

@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--population", type=int, default=8)
     parser.add_argument("--tasks-per-step", type=int, default=8)
     parser.add_argument("--sigma", type=float, default=1e-3)
-    parser.add_argument("--alpha", type=float, default=5e-4)
+    parser.add_argument("--alpha", type=float, default=5e-7)
     parser.add_argument("--dev-limit", type=int, default=40, help="dev tasks used for pass@1")
     parser.add_argument("--max-new-tokens", type=int, default=192)
     parser.add_argument("--batch-size", type=int, default=32)

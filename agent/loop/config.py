@@ -69,7 +69,7 @@ class OperatorsSection(Section):
 class EsSection(Section):
     population: int = Field(8, ge=2)
     sigma: float = Field(1e-3, gt=0)
-    alpha: float = Field(5e-4, gt=0)
+    alpha: float = Field(5e-7, gt=0)  # see agent/es/config.py: Qiu et al.'s lr times sigma
     rank: int = Field(1, ge=1)
     tasks_per_step: int = Field(4, ge=1)
     shaping: Literal["zscore", "centered_rank"] = "zscore"

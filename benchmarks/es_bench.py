@@ -6,9 +6,16 @@ One run, same prompts, same rows (members x prompts), greedy, a fixed number of 
 - naive: member by member, perturb the weights in place, generate that member's rows, restore.
 Peak RSS of inference alone and of a whole ES step (ask, population generate, tell) are measured
 in separate child processes, each with the kernel's peak counter reset after the model is loaded
-(both keep the weights resident; loading's transient copies would otherwise set both peaks).
+(both keep the weights resident; loading's transient copies would otherwise set both peaks). On
+CUDA the children also report peak GPU memory (torch.cuda.max_memory_allocated, reset likewise),
+and every path is warmed up once before it is timed (kernel loading, cuBLAS handles).
 
-    python benchmarks/es_bench.py [--model default] [--dtype float32] [--json PATH]
+--random-init builds the model's architecture from its config.json with seeded random weights on
+the device (for a GPU machine the weights cannot reach): decoding cost depends on shapes, not
+values, and EOS is switched off so every row generates exactly --max-new-tokens tokens (no stop
+strings are used here), which the run checks.
+
+    python benchmarks/es_bench.py [--model default] [--dtype float32] [--random-init] [--json PATH]
 """
 
 from __future__ import annotations
@@ -25,22 +32,30 @@ from rich.table import Table
 
 
 def build(args):
+    """Backend, rows, their members, decoding settings, and a maker for the ES strategy (made
+    only when needed: with a bf16 model it allocates the fp32 master copy, part of a step's cost)."""
     from agent.es import EggRoll, EsConfig
     from agent.policy.backend import GenerationConfig
     from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
     from evaluators.datasets import load_humaneval
 
-    backend = TransformersBackend.from_config(
-        TransformersBackendConfig(model=args.model, dtype=args.dtype)
-    )
+    if args.random_init:
+        backend = TransformersBackend.with_random_weights(args.model, dtype=args.dtype)
+    else:
+        backend = TransformersBackend.from_config(
+            TransformersBackendConfig(model=args.model, dtype=args.dtype)
+        )
     prompts = [
         t.prompt for t in sorted(load_humaneval(), key=lambda t: len(t.prompt))[: args.prompts]
     ]
     rows = [p for _ in range(args.members) for p in prompts]
     member_of_row = [m for m in range(args.members) for _ in prompts]
     gen = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    es = EggRoll(EsConfig(population=args.members, rank=1, seed=0), backend.model)
-    return backend, es, rows, member_of_row, gen
+
+    def make_es() -> EggRoll:
+        return EggRoll(EsConfig(population=args.members, rank=1, seed=0), backend.model)
+
+    return backend, make_es, rows, member_of_row, gen
 
 
 def timed(fn) -> tuple[float, int]:
@@ -49,10 +64,34 @@ def timed(fn) -> tuple[float, int]:
     return time.perf_counter() - started, sum(g.num_tokens for g in generations)
 
 
+def on_cuda(backend) -> bool:
+    return backend.device.type == "cuda"
+
+
+def torch_device_name(backend) -> str:
+    import torch
+
+    if on_cuda(backend):
+        return torch.cuda.get_device_name(backend.device)
+    return "cpu"
+
+
+def warm_up(backend, es, population, rows, member_of_row, gen) -> None:
+    """One untimed pass of each path at the timed shapes, so CUDA's one-time costs (kernel
+    loading, cuBLAS handles, per-shape plans, allocator growth) land in no timed figure."""
+    backend.generate(rows, gen)
+    backend.generate(rows, gen, population.perturbation, member_of_row)
+    with es.member(population, 0):
+        backend.generate(rows[: len(rows) // len(set(member_of_row))], gen)
+
+
 def throughput(args) -> dict[str, float]:
-    backend, es, rows, member_of_row, gen = build(args)
+    backend, make_es, rows, member_of_row, gen = build(args)
+    es = make_es()
     population = es.ask()
     perturbation = population.perturbation
+    if on_cuda(backend):
+        warm_up(backend, es, population, rows, member_of_row, gen)
     plain_s, plain_tokens = timed(lambda: backend.generate(rows, gen))
     egg_s, egg_tokens = timed(lambda: backend.generate(rows, gen, perturbation, member_of_row))
     per_member = len(rows) // args.members
@@ -63,6 +102,17 @@ def throughput(args) -> dict[str, float]:
                 lambda m=m: backend.generate(rows[m * per_member : (m + 1) * per_member], gen)
             )
         naive_s, naive_tokens = naive_s + s, naive_tokens + tokens
+    if args.random_init:  # EOS is off: every row must have run to max_new_tokens
+        naive_rows = args.naive_members * per_member
+        for name, tokens, n in (
+            ("plain", plain_tokens, len(rows)),
+            ("eggroll", egg_tokens, len(rows)),
+            ("naive", naive_tokens, naive_rows),
+        ):
+            if tokens != n * args.max_new_tokens:
+                raise RuntimeError(
+                    f"random-init: {name} generated {tokens} tokens, not {n} x {args.max_new_tokens}"
+                )
     return {
         "plain_tok_s": plain_tokens / plain_s,
         "eggroll_tok_s": egg_tokens / egg_s,
@@ -70,11 +120,12 @@ def throughput(args) -> dict[str, float]:
         "plain_tokens": plain_tokens,
         "eggroll_tokens": egg_tokens,
         "naive_tokens": naive_tokens,
+        "device": torch_device_name(backend),
     }
 
 
-def peak_rss_child(args, what: str) -> float:
-    """Run `what` (inference | es_step) in a fresh process; its peak RSS in MiB."""
+def peak_memory_child(args, what: str) -> dict[str, float]:
+    """Run `what` (inference | es_step) in a fresh process; its peak RSS (and GPU memory) in MiB."""
     cmd = [
         sys.executable,
         __file__,
@@ -92,9 +143,11 @@ def peak_rss_child(args, what: str) -> float:
         str(args.max_new_tokens),
         "--batch-size",
         str(args.batch_size),
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return float(out.strip().splitlines()[-1])
+    ] + (["--random-init"] if args.random_init else [])
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"the {what} child failed:\n{result.stderr.strip()[-2000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def reset_peak_rss() -> None:
@@ -112,15 +165,30 @@ def peak_rss_mb() -> float:
 
 
 def child(args) -> None:
-    backend, es, rows, member_of_row, gen = build(args)
+    import torch
+
+    backend, make_es, rows, member_of_row, gen = build(args)
+    cuda = on_cuda(backend)
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     reset_peak_rss()
+    figures: dict[str, float] = {}
     if args.child == "inference":
         backend.generate(rows, gen)
     else:
+        es = make_es()
         population = es.ask()
         backend.generate(rows, gen, population.perturbation, member_of_row)
+        started = time.perf_counter()
         es.tell(population, [float(i % 3) for i in range(args.members)])
-    print(peak_rss_mb())
+        if cuda:
+            torch.cuda.synchronize()
+        figures["tell_s"] = time.perf_counter() - started
+    figures["rss_mb"] = peak_rss_mb()
+    if cuda:
+        figures["gpu_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    print(json.dumps(figures))
 
 
 def main() -> None:
@@ -134,6 +202,12 @@ def main() -> None:
     parser.add_argument(
         "--naive-members", type=int, default=4, help="members timed on the naive path"
     )
+    parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="random weights from the model's config.json (--model: a name or a folder); "
+        "EOS off, every row generates --max-new-tokens",
+    )
     parser.add_argument("--json", dest="json_path")
     parser.add_argument("--child", choices=("inference", "es_step"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -143,19 +217,28 @@ def main() -> None:
     console = Console()
     with console.status("throughput: plain, eggroll, naive"):
         figures = throughput(args)
-    with console.status("peak RSS: inference alone, then a whole ES step"):
-        inference_mb = peak_rss_child(args, "inference")
-        step_mb = peak_rss_child(args, "es_step")
+    with console.status("peak memory: inference alone, then a whole ES step"):
+        inference = peak_memory_child(args, "inference")
+        step = peak_memory_child(args, "es_step")
     figures.update(
         eggroll_vs_plain=figures["eggroll_tok_s"] / figures["plain_tok_s"],
         eggroll_vs_naive=figures["eggroll_tok_s"] / figures["naive_tok_s"],
-        inference_peak_rss_mb=inference_mb,
-        step_peak_rss_mb=step_mb,
-        step_peak_rss_vs_inference=step_mb / inference_mb,
+        inference_peak_rss_mb=inference["rss_mb"],
+        step_peak_rss_mb=step["rss_mb"],
+        step_peak_rss_vs_inference=step["rss_mb"] / inference["rss_mb"],
+        step_tell_s=step["tell_s"],
     )
+    if "gpu_mb" in step:
+        figures.update(
+            inference_peak_gpu_mb=inference["gpu_mb"],
+            step_peak_gpu_mb=step["gpu_mb"],
+            step_peak_gpu_vs_inference=step["gpu_mb"] / inference["gpu_mb"],
+        )
+    device = figures.pop("device")
+    weights = "random weights, EOS off" if args.random_init else "real weights"
     table = Table(
-        title=f"ES throughput, {args.model} {args.dtype}, N={args.members}, r=1, "
-        f"{args.prompts} prompts x {args.max_new_tokens} new tokens, batch {args.batch_size}"
+        title=f"ES throughput, {args.model} {args.dtype} on {device} ({weights}), N={args.members}, "
+        f"r=1, {args.prompts} prompts x {args.max_new_tokens} new tokens, batch {args.batch_size}"
     )
     table.add_column("figure")
     table.add_column("value", justify="right")
@@ -164,13 +247,14 @@ def main() -> None:
         "eggroll_vs_plain": ">= 0.8",
         "eggroll_vs_naive": ">= 3",
         "step_peak_rss_vs_inference": "<= 1.3",
+        "step_peak_gpu_vs_inference": "<= 1.3",
     }
     for key, value in figures.items():
         table.add_row(key, f"{value:.2f}", targets.get(key, ""))
     console.print(table)
     if args.json_path:
         with open(args.json_path, "w") as f:
-            json.dump({**figures, "config": vars(args)}, f, indent=2)
+            json.dump({**figures, "device": device, "config": vars(args)}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,11 @@ prompts run again as one ES population batch (each prompt's row assigned to one 
 rank-1 perturbations on all seven projections): `population_tok_s` and
 `population_vs_plain` (= population / plain). The vLLM figures (`vllm_raw_tok_s`,
 `vllm_ours_tok_s`, `ours_vs_raw_vllm`) are null: the vLLM backend is not built yet.
+
+--random-init builds the model's architecture from its config.json with seeded random weights on
+the device (for a GPU machine the weights cannot reach): EOS and the stop strings are off, so every
+row generates exactly --max-new-tokens tokens (checked), and the figures measure decoding speed on
+that shape only, not the real model's (shorter, stopping) completions.
 """
 
 from __future__ import annotations
@@ -76,18 +81,36 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--population", type=int, default=0, help="ES members (0: skip)")
+    parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="random weights from the model's config.json (--model: a name or a folder); "
+        "EOS and stops off, every row generates --max-new-tokens",
+    )
     args = parser.parse_args()
 
     tasks = load_humaneval()
     tasks = tasks[: args.limit] if args.limit else tasks
     prompts = [completion_prompt(t.prompt) for t in tasks]
-    backend = TransformersBackend.from_config(
-        TransformersBackendConfig(model=args.model, dtype=args.dtype, threads=args.threads)
-    )
+    if args.random_init:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        backend = TransformersBackend.with_random_weights(args.model, dtype=args.dtype)
+    else:
+        backend = TransformersBackend.from_config(
+            TransformersBackendConfig(model=args.model, dtype=args.dtype, threads=args.threads)
+        )
     config = GenerationConfig(
-        max_new_tokens=args.max_new_tokens, stop=COMPLETION_STOPS, batch_size=args.batch_size
+        max_new_tokens=args.max_new_tokens,
+        stop=() if args.random_init else COMPLETION_STOPS,
+        batch_size=args.batch_size,
     )
+    if backend.device.type == "cuda":  # CUDA's one-time costs (kernels, cuBLAS) in no figure
+        timed(backend, prompts[: args.batch_size], config)
     plain = timed(backend, prompts, config)
+    fixed_length = len(prompts) * args.max_new_tokens
+    if args.random_init and plain["tokens"] != fixed_length:
+        raise RuntimeError(f"random-init: {plain['tokens']} tokens generated, not {fixed_length}")
     figures: dict = {
         "model": args.model,
         "prompts": len(prompts),
@@ -95,11 +118,15 @@ def main() -> None:
         "max_new_tokens": args.max_new_tokens,
         "dtype": str(backend.model.dtype).removeprefix("torch."),
         "device": str(backend.device),
+        "gpu": torch.cuda.get_device_name(backend.device)
+        if backend.device.type == "cuda"
+        else None,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),
         "transformers_tok_s": plain["tok_s"],
         "transformers_wall_s": plain["wall_s"],
         "transformers_tokens": plain["tokens"],
+        "random_init": args.random_init,
         "vllm_raw_tok_s": None,
         "vllm_ours_tok_s": None,
         "ours_vs_raw_vllm": None,

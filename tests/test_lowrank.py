@@ -86,3 +86,32 @@ def test_bad_factors_are_refused():
         pass
     with pytest.raises(ValueError, match="same members"):
         PopulationPerturbation(0.1, {"0": (torch.zeros(2, 32, 1), torch.zeros(3, 16, 1))})
+
+
+def explicit_output(pert: PopulationPerturbation, member: int, x: torch.Tensor) -> torch.Tensor:
+    """The model with sigma E_member added to its weights (none for -1), run on `x`."""
+    model = make_model()
+    with torch.no_grad():
+        if member >= 0:
+            for name, module in model.named_modules():
+                if name in pert.factors:
+                    module.weight += pert.dense_delta(name, member)
+        return model(x)
+
+
+def test_reassigning_rows_between_forwards_takes_effect():
+    """Hooks reuse their gathered factors until the next `set`: a new assignment of the same
+    batch size (members swapped, a row switched off) must be used by the very next forward."""
+    model = make_model()
+    pert = random_perturbation(model, members=3, rank=2, sigma=0.05)
+    x = torch.randn(3, 16)
+    with torch.no_grad(), perturbed(model, pert) as rows:
+        outputs = []
+        for assignment in ([0, 1, 2], [2, -1, 0], [1, 1, 1]):
+            rows.set(assignment)
+            outputs.append((assignment, model(x), model(x)))
+    for assignment, first, second in outputs:
+        assert torch.equal(first, second)  # the reused factors give the same result
+        for row, member in enumerate(assignment):
+            expected = explicit_output(pert, member, x[row : row + 1])
+            assert torch.allclose(first[row : row + 1], expected, atol=1e-5), (assignment, row)

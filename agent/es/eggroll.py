@@ -101,8 +101,11 @@ def apply_record(
             step = cfg["alpha"] * m_hat / (v_hat.sqrt() + cfg["adam_eps"])
         else:
             step = g.mul_(cfg["alpha"])
+        # The step is computed on the CPU (same bits wherever the weights live); only the final
+        # add runs on the weights' device, and one IEEE fp32 add rounds the same on every device.
+        step = step.to(w.device)
         old = w.clone() if on_step else None
-        w.add_(step.to(w.device))
+        w.add_(step)
         if on_step:
             on_step(module, old, step)
 
@@ -255,7 +258,8 @@ class EggRoll:
         try:
             with torch.no_grad():
                 for name, layer in self.layers.items():
-                    noisy = source[name] + population.dense_noise(member, name)
+                    noise = population.dense_noise(member, name)  # drawn on the CPU
+                    noisy = source[name] + noise.to(source[name].device)
                     layer.weight.data.copy_(noisy.to(layer.weight.dtype))
             yield
         finally:

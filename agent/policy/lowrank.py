@@ -58,16 +58,39 @@ class PopulationPerturbation:
 
 
 class RowAssignment:
-    """Which member each row of the next forward belongs to (set per batch)."""
+    """Which member each row of the next forward belongs to (set per batch).
+
+    Each hook gathers its rows' factors once per `set` and reuses them for every forward until
+    the next `set` (decoding runs hundreds of forwards per assignment): on a GPU the per-layer
+    gathers, masks and host-to-device index copies would otherwise be small kernels and syncs
+    launched 7 times per block per token."""
 
     def __init__(self) -> None:
         self.member_of_row: torch.Tensor | None = None
+        self.any_active = False
+        self.version = 0
 
     def set(self, member_of_row: Sequence[int] | torch.Tensor) -> None:
-        self.member_of_row = torch.as_tensor(member_of_row, dtype=torch.long)
+        rows = torch.as_tensor(member_of_row, dtype=torch.long)
+        self.member_of_row = rows
+        self.any_active = bool((rows >= 0).any())  # one check per set, not per layer and token
+        self.version += 1
 
 
 def _low_rank_hook(a: torch.Tensor, b: torch.Tensor, scale: float, rows: RowAssignment, name: str):
+    cache: dict[str, object] = {"version": None}
+
+    def gathered(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B rows (batch, in, r), scale * A rows^T (batch, r, out)), zero for -1 rows."""
+        if cache["version"] != rows.version:
+            index = rows.member_of_row.to(device)  # type: ignore[union-attr]
+            member = index.clamp(min=0)
+            active = (index >= 0).to(a.dtype).view(-1, 1, 1)
+            cache["b"] = b[member]
+            cache["a_t"] = (a[member] * (active * scale)).transpose(1, 2)
+            cache["version"] = rows.version
+        return cache["b"], cache["a_t"]  # type: ignore[return-value]
+
     def hook(
         module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
     ) -> torch.Tensor:
@@ -79,15 +102,11 @@ def _low_rank_hook(a: torch.Tensor, b: torch.Tensor, scale: float, rows: RowAssi
             raise ValueError(
                 f"{name}: batch has {x.shape[0]} rows, member_of_row has {index.shape[0]}"
             )
-        index = index.to(x.device)
-        active = index >= 0
-        if not bool(active.any()):
+        if not rows.any_active:
             return output
-        member = index.clamp(min=0)
+        b_rows, a_rows_t = gathered(x.device)
         flat = x.reshape(x.shape[0], -1, x.shape[-1]).float()  # (batch, tokens, in)
-        xb = torch.bmm(flat, b[member])  # (batch, tokens, r)
-        delta = torch.bmm(xb, a[member].transpose(1, 2)) * scale  # (batch, tokens, out)
-        delta = delta * active.view(-1, 1, 1)
+        delta = torch.bmm(torch.bmm(flat, b_rows), a_rows_t)  # (batch, tokens, out)
         return output + delta.reshape(output.shape).to(output.dtype)
 
     return hook

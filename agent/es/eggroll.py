@@ -123,6 +123,12 @@ class Population:
         return self.config.population
 
     @property
+    def members(self) -> int:
+        """The same as `size`, named as on `PopulationPerturbation` (which it can stand in for
+        where the receiver rebuilds the factors from seeds, e.g. Ray replicas)."""
+        return self.config.population
+
+    @property
     def perturbation(self) -> PopulationPerturbation:
         """All members' factors, for one batched forward (low-rank mode only)."""
         if self.config.mode != "lowrank":

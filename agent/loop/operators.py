@@ -44,7 +44,8 @@ class ScaffoldEvaluator:
     def __call__(self, population: Population, tasks: Sequence[Task]) -> Evaluated:
         rt = self.rt
         started = time.perf_counter()
-        rt.gateway.set_population(population.perturbation)
+        # Replicas rebuild the factors from the seeds; the local backend takes the tensors.
+        rt.gateway.set_population(population if rt.replicas else population.perturbation)
         try:
             result = solve(
                 self.files,

@@ -78,3 +78,20 @@ def test_spent_roundtrip_and_event_log_skips_a_torn_line(tmp_path):
 def test_default_config_is_valid_and_roundtrips():
     config = RunConfig()
     assert from_dict(config.model_dump(), "x") == config
+
+
+def test_a_dead_agent_container_is_an_infra_error_not_a_failure():
+    from agent.scaffold.solving import SolveResult, _attempts, judge
+    from evaluators.datasets import load_humaneval
+    from sandbox.job import Status, Verdict
+
+    class NoJobs:
+        def run_iter(self, jobs):
+            assert not list(jobs)
+            return iter(())
+
+    task = load_humaneval()[0]
+    dead = _attempts(0, [task], Verdict(Status.INFRA_ERROR, detail="container died twice"))
+    crashed = _attempts(1, [task], Verdict(Status.TIMEOUT, detail="timed out"))
+    judged = judge(SolveResult(dead + crashed), NoJobs()).attempts
+    assert [a.verdict.status for a in judged] == [Status.INFRA_ERROR, Status.ERROR]

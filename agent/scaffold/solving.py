@@ -80,6 +80,7 @@ class Attempt:
     program: str
     error: str | None  # why the agent gave no program (its exception, a timeout, a dead job)
     verdict: Verdict | None = None  # None until scored
+    infra: bool = False  # the agent's container died twice: no fault of the agent, no reward
 
     @property
     def passed(self) -> bool:
@@ -163,7 +164,8 @@ def _attempts(member: int, chunk: list[Task], verdict: Verdict | None) -> list[A
     kept = verdict.kept[0] if verdict is not None and verdict.kept else None
     if verdict is None or verdict.status is not Status.PASSED or not isinstance(kept, list):
         why = "no verdict" if verdict is None else f"{verdict.status.value}: {verdict.detail}"
-        return [Attempt(t, member, "", f"agent job {why}"[:2000]) for t in chunk]
+        infra = verdict is None or verdict.status is Status.INFRA_ERROR
+        return [Attempt(t, member, "", f"agent job {why}"[:2000], infra=infra) for t in chunk]
     out = []
     for task, answer in zip(chunk, kept + [None] * (len(chunk) - len(kept)), strict=False):
         if not isinstance(answer, dict) or not isinstance(answer.get("program"), str):
@@ -193,7 +195,12 @@ def judge(
     by_index = dict(zip(runnable, verdicts, strict=True))
     attempts = [
         replace(
-            a, verdict=by_index.get(i) or Verdict(Status.ERROR, detail=a.error or "empty program")
+            a,
+            verdict=by_index.get(i)
+            or Verdict(
+                Status.INFRA_ERROR if a.infra else Status.ERROR,
+                detail=a.error or "empty program",
+            ),
         )
         for i, a in enumerate(result.attempts)
     ]

@@ -55,6 +55,13 @@ def test_operator_mix_and_bandit():
     rt = SimpleNamespace(config=from_dict({"operators": {"es_step": 0, "scaffold_edit": 1}}, "t"))
     rng = random.Random(0)
     assert {choose_operator(rt, rng, {}) for _ in range(20)} == {"scaffold_edit"}
+    rt = SimpleNamespace(config=from_dict({"operators": {"order": "cycle", "both": 1}}, "t"))
+    assert [choose_operator(rt, rng, {}, i) for i in range(1, 5)] == [
+        "es_step",
+        "scaffold_edit",
+        "both",
+        "es_step",
+    ]
     rt = SimpleNamespace(config=from_dict({"operators": {"bandit": True, "both": 1}}, "t"))
     assert choose_operator(rt, rng, {}) == "es_step"  # untried first, in order
     gains = {"es_step": [0.2, 0.1] * 20, "scaffold_edit": [-0.1] * 40, "both": [0.0] * 40}

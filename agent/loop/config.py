@@ -58,6 +58,9 @@ class OperatorsSection(Section):
     scaffold_edit: float = Field(0.5, ge=0)
     both: float = Field(0.0, ge=0)
     bandit: bool = False  # pick by observed gains (UCB1) instead of the fixed mix
+    # "random": draw by the weights each iteration; "cycle": take the operators with a weight
+    # > 0 in turn (es_step, scaffold_edit, both), so a short run is guaranteed its mix.
+    order: Literal["random", "cycle"] = "random"
 
     @model_validator(mode="after")
     def _some_weight(self) -> OperatorsSection:

@@ -263,7 +263,7 @@ class Loop:
         parent_id = rt.archive.select_parent(
             rt.config.selection.strategy, rng, split=rt.config.selection.split
         )
-        operator = choose_operator(rt, rng, self.gains)
+        operator = choose_operator(rt, rng, self.gains, iteration)
         node_id = node_id_for(iteration)
         self._phase(f"{operator} from {parent_id}")
         self.events.emit(

@@ -183,8 +183,10 @@ def both(rt: Runtime, parent_id: str, iteration: int, rng: random.Random) -> Chi
     )
 
 
-def choose_operator(rt: Runtime, rng: random.Random, gains: dict[str, list[float]]) -> str:
-    """A configured mix, or UCB1 on observed gains (child score minus parent score)."""
+def choose_operator(
+    rt: Runtime, rng: random.Random, gains: dict[str, list[float]], iteration: int = 1
+) -> str:
+    """A configured mix (drawn, or in turn), or UCB1 on observed gains (child minus parent)."""
     o = rt.config.operators
     weights = {"es_step": o.es_step, "scaffold_edit": o.scaffold_edit, "both": o.both}
     allowed = [k for k in OPERATORS if weights[k] > 0]
@@ -199,4 +201,6 @@ def choose_operator(rt: Runtime, rng: random.Random, gains: dict[str, list[float
             return sum(g) / len(g) + math.sqrt(2 * math.log(total) / len(g))
 
         return max(allowed, key=ucb)
+    if o.order == "cycle":
+        return allowed[(iteration - 1) % len(allowed)]
     return rng.choices(allowed, weights=[weights[k] for k in allowed])[0]

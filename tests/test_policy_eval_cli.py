@@ -19,6 +19,21 @@ def test_unknown_backend_is_refused() -> None:
     assert result.exit_code == 2
 
 
+def test_vllm_backend_without_the_extra_says_how_to_get_it(tmp_path: Path, monkeypatch) -> None:
+    import importlib.util
+
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "vllm" else find_spec(name, *a),
+    )
+    args = ["eval", "--backend", "vllm", "--model", "smollm2-135m", "--limit", "1"]
+    result = runner.invoke(app, [*args, "--out", str(tmp_path)])
+    assert result.exit_code == 2
+    assert "pip install -e '.[vllm]'" in result.output
+
+
 @pytest.mark.docker
 @pytest.mark.slow
 def test_eval_generates_scores_and_writes_results(tmp_path: Path) -> None:

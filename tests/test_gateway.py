@@ -250,6 +250,21 @@ def test_calls_of_many_sessions_share_one_generate_call(
     assert results == alone
 
 
+def test_a_population_of_containers_connecting_at_once_is_served(
+    recording: RecordingBackend,
+) -> None:
+    """200 clients connect in the same instant (an ES population's containers, 8 threads each):
+    none is refused, although the kernel's Unix-socket backlog refuses connects beyond it at once
+    (EAGAIN) instead of queueing them."""
+    with Gateway(recording, GatewayConfig(batch_window_s=0.2)) as gateway:
+        token = gateway.open_session("population", Budget())
+        results = run_together(
+            [lambda: LLM(gateway.socket_path, token).complete("x", max_tokens=1)] * 200
+        )
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert not errors, errors[:3]
+
+
 def test_different_decoding_settings_get_separate_calls(recording: RecordingBackend) -> None:
     with Gateway(recording, GatewayConfig(batch_window_s=1.0)) as gateway:
         clients = [

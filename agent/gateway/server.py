@@ -78,6 +78,9 @@ class UnixHTTPServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer)
 
     daemon_threads = False
     block_on_close = True  # server_close() joins every handler thread
+    # socketserver's default backlog is 5: a population's containers connect dozens at once, and
+    # a connect to a full Unix-socket backlog fails at once (EAGAIN) instead of waiting.
+    request_queue_size = 1024
 
     def __init__(self, path: str, app: App) -> None:
         self.app = app

@@ -15,6 +15,7 @@ the gateway's message.
 import http.client
 import json
 import socket
+import time
 
 __all__ = ["LLM", "LLMBudgetExhausted", "LLMError"]
 
@@ -31,6 +32,9 @@ class LLMBudgetExhausted(LLMError):
     """This session's token, time or call budget is spent."""
 
 
+CONNECT_TRIES = 12  # about 7 s of backoff in all
+
+
 class _UnixConnection(http.client.HTTPConnection):
     """HTTP over an AF_UNIX socket: the host part of the URL is ignored."""
 
@@ -39,14 +43,24 @@ class _UnixConnection(http.client.HTTPConnection):
         self.socket_path = socket_path
 
     def connect(self):
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.socket_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+        # A full listen backlog refuses a Unix-socket connect at once (EAGAIN) rather than
+        # making it wait: retry for a while, as a TCP client's SYN retransmits would.
+        for attempt in range(CONNECT_TRIES):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.settimeout(self.timeout)
+            try:
+                sock.connect(self.socket_path)
+            except (BlockingIOError, ConnectionRefusedError, InterruptedError):
+                sock.close()
+                if attempt == CONNECT_TRIES - 1:
+                    raise
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+                continue
+            except OSError:
+                sock.close()
+                raise
+            self.sock = sock
+            return
 
 
 class LLM:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
 from dataclasses import asdict
 
@@ -252,14 +251,12 @@ def test_killed_node_mid_run_loses_and_duplicates_nothing(cluster, sandbox_confi
     with RayJobRunner(cluster.address, workers_per_node=1, sandbox_config=sandbox_config) as runner:
         assert len(runner.nodes) == 2
         seen = []
-        killer = None
         for index, verdict in runner.run_iter(jobs):
             seen.append((index, verdict))
-            if len(seen) == 3:  # SIGKILL the worker node's raylet, store and workers
-                killer = threading.Thread(target=cluster.kill_node, args=(1,))
-                killer.start()
-        assert killer is not None
-        killer.join()
+            if len(seen) == 3:
+                # SIGKILL the worker node's raylet, store and workers, here and now: done in a
+                # thread, a loaded machine could start it after the last batch had come back.
+                cluster.kill_node(1)
         assert len(runner.nodes) == 1
         assert runner.resubmitted > 0
         assert sorted(i for i, _ in seen) == list(range(len(jobs)))

@@ -247,7 +247,7 @@ def test_same_seeds_same_generations_local_and_ray(cluster, one_thread) -> None:
 @pytest.mark.docker
 @pytest.mark.slow
 def test_killed_node_mid_run_loses_and_duplicates_nothing(cluster, sandbox_config) -> None:
-    jobs = slow_jobs(24)
+    jobs = slow_jobs(64)  # ~8 s of work: the kill lands early, its detection well before the end
     with RayJobRunner(cluster.address, workers_per_node=1, sandbox_config=sandbox_config) as runner:
         assert len(runner.nodes) == 2
         seen = []

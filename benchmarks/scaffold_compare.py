@@ -28,6 +28,9 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="first N tasks of the split (0: all)")
     parser.add_argument("--variant", type=Path, default=HERE / "scaffolds" / "vote")
     parser.add_argument("--agent-workers", type=int, default=4)
+    parser.add_argument("--max-tokens-per-call", type=int, default=384, help="gateway cap per row")
+    parser.add_argument("--wall-s", type=float, default=900.0, help="wall clock of one agent job")
+    parser.add_argument("--tasks-per-job", type=int, default=8)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
 
@@ -62,10 +65,15 @@ def main() -> None:
         if failures:
             raise SystemExit(f"the improved scaffold fails its own tests: {failures[0]}")
         timeouts = calibrate(tasks, scoring_pool)
+        solve_config = SolveConfig(
+            tasks_per_job=args.tasks_per_job,
+            wall_s=args.wall_s,
+            max_tokens_per_call=args.max_tokens_per_call,
+        )
         for name, files in scaffolds.items():
             started = time.perf_counter()
             result = judge(
-                solve(files, tasks, agent_pool, gateway, SolveConfig()), scoring_pool, timeouts
+                solve(files, tasks, agent_pool, gateway, solve_config), scoring_pool, timeouts
             )
             seconds = time.perf_counter() - started
             passed = sum(a.passed for a in result.attempts)

@@ -17,6 +17,7 @@ import torch
 from agent.gateway import ExternalEndpoint, Gateway, GatewayConfig
 from agent.policy.tiny import TinyModelConfig, tiny_model
 from agent.policy.transformers_backend import TransformersBackend
+from agent.scaffold import solving
 from agent.scaffold.edit import EditConfig, check_changes, propose
 from agent.scaffold.jobs import selftest_job
 from agent.scaffold.repo import apply_changes, read_files, seed_files
@@ -274,3 +275,15 @@ def test_the_real_small_model_runs_the_whole_edit_path(sandbox_image, tasks, sco
     assert proposal.ok or proposal.failure
     if any(not a.passed for a in attempts):
         assert proposal.diagnosis  # the model said something about the failure
+
+
+def test_a_proposer_without_its_api_key_is_a_failure_not_an_exception(gateway, tasks, monkeypatch):
+    from sandbox import Verdict
+
+    monkeypatch.delenv("LINEAGE_TEST_MISSING_KEY", raising=False)
+    endpoint = ExternalEndpoint(
+        "http://127.0.0.1:9/v1", "m", api_key_env="LINEAGE_TEST_MISSING_KEY"
+    )
+    failed = [solving.Attempt(tasks[0], -1, "x", None, Verdict(Status.FAILED, detail="wrong"))]
+    proposal = propose(seed_files(), failed, None, gateway, EditConfig(proposer=endpoint))
+    assert not proposal.ok and "LINEAGE_TEST_MISSING_KEY" in proposal.failure

@@ -144,11 +144,15 @@ def propose(
     if failure is None:
         proposal.failure = "no failed task to learn from"
         return proposal
-    token = gateway.open_session(
-        f"{label}:diagnose",
-        Budget(tokens=config.diagnosis_tokens, seconds=config.improve_wall_s, calls=1),
-        external=config.proposer,
-    )
+    try:  # an external proposer without its API key is refused here, with the reason
+        token = gateway.open_session(
+            f"{label}:diagnose",
+            Budget(tokens=config.diagnosis_tokens, seconds=config.improve_wall_s, calls=1),
+            external=config.proposer,
+        )
+    except ValueError as exc:
+        proposal.failure = f"proposer: {exc}"
+        return proposal
     try:
         replies = LLM(gateway.socket_path, token).chat(
             diagnosis_messages(files, failure), max_tokens=config.diagnosis_tokens, temperature=0.0

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from populations import random_population
 
 from agent.gateway import (
     Budget,
@@ -30,14 +31,12 @@ from agent.gateway import (
     tokenizer_chat_template,
 )
 from agent.policy.backend import GenerationConfig
-from agent.policy.lowrank import PopulationPerturbation
 from agent.policy.tiny import TinyModelConfig, tiny_model
 from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
 from agent.scaffold import llm_client
 from agent.scaffold.llm_client import LLM, LLMBudgetExhausted, LLMError
 
 PROMPTS = ["def f(x):\n", "hello", "a longer prompt than the others", "x", "ab", "zz top"]
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 MAX_ROWS = 64  # GatewayConfig's default, which is also the batch size the gateway asks for
 
 
@@ -96,19 +95,6 @@ def raw_request(gateway: Gateway, method: str, path: str, body: bytes | None, to
     answer = (response.status, json.loads(response.read()))
     connection.close()
     return answer
-
-
-def population(model: torch.nn.Module, members: int, sigma: float) -> PopulationPerturbation:
-    gen = torch.Generator().manual_seed(7)
-    factors = {}
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in PROJECTIONS:
-            out_features, in_features = module.weight.shape
-            factors[name] = (
-                torch.randn(members, out_features, 2, generator=gen),
-                torch.randn(members, in_features, 2, generator=gen),
-            )
-    return PopulationPerturbation(sigma=sigma, factors=factors)
 
 
 def run_together(calls: list) -> list:
@@ -295,7 +281,7 @@ def test_a_batch_never_exceeds_max_batch_rows(recording: RecordingBackend) -> No
 def test_member_sessions_generate_with_their_perturbation(
     backend: TransformersBackend, recording: RecordingBackend
 ) -> None:
-    perturbation = population(backend.model, members=3, sigma=0.5)
+    perturbation = random_population(backend.model, members=3, sigma=0.5, rank=2)
     prompt = PROMPTS[0]
     with Gateway(recording, GatewayConfig(batch_window_s=1.0)) as gateway:
         gateway.set_population(perturbation)

@@ -16,8 +16,9 @@ import torch
 
 pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e .[vllm])")
 
+from populations import random_population  # noqa: E402
+
 from agent.policy.backend import Generation, GenerationConfig  # noqa: E402
-from agent.policy.lowrank import PopulationPerturbation  # noqa: E402
 from agent.policy.prompts import COMPLETION_STOPS  # noqa: E402
 from agent.policy.transformers_backend import (  # noqa: E402
     TransformersBackend,
@@ -40,20 +41,6 @@ PROMPTS = [
 GREEDY = GenerationConfig(max_new_tokens=24, batch_size=8)
 STOPPED = GenerationConfig(max_new_tokens=48, batch_size=8, stop=COMPLETION_STOPS)
 MEMBERS, SIGMA = 2, 0.004
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
-
-def population(model: torch.nn.Module) -> PopulationPerturbation:
-    gen = torch.Generator().manual_seed(7)
-    factors = {}
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in PROJECTIONS:
-            out_features, in_features = module.weight.shape
-            factors[name] = (
-                torch.randn(MEMBERS, out_features, 1, generator=gen),
-                torch.randn(MEMBERS, in_features, 1, generator=gen),
-            )
-    return PopulationPerturbation(sigma=SIGMA, factors=factors)
 
 
 def as_job(config: GenerationConfig) -> dict:
@@ -74,7 +61,7 @@ def runs(
     """Each job as (vLLM, transformers) generations: one engine start, overlapped with the
     transformers reference generating the same rows in this process."""
     folder = tmp_path_factory.mktemp("vllm")
-    perturbation = population(reference.model)
+    perturbation = random_population(reference.model, MEMBERS, SIGMA, rank=1)
     torch.save({"sigma": perturbation.sigma, "factors": perturbation.factors}, folder / "pert.pt")
     member_of_row = [m for m in range(MEMBERS) for _ in PROMPTS] + [-1, -1]
     rows = PROMPTS * MEMBERS + PROMPTS[:2]

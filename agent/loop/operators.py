@@ -14,7 +14,7 @@ from agent.es import EggRoll, EsConfig
 from agent.es.eggroll import Population
 from agent.es.trainer import EsTrainer, EsTrainerConfig, Evaluated
 from agent.gateway import ExternalEndpoint
-from agent.loop.evaluation import attempts_from_notes, scaffold_files, solve_config
+from agent.loop.evaluation import attempts_from_notes, run_tasks, scaffold_files, solve_config
 from agent.loop.runtime import Runtime
 from agent.scaffold.edit import EditConfig, propose
 from agent.scaffold.solving import judge, solve
@@ -142,13 +142,7 @@ def scaffold_edit(rt: Runtime, parent_id: str, iteration: int, rng: random.Rando
     attempts = attempts_from_notes(parent.metadata.get("failures", []), by_id)
     if not attempts:  # nothing recorded: look for failures now, on a train minibatch
         sample = rng.sample(rt.tasks.train, min(rt.config.es.tasks_per_step, len(rt.tasks.train)))
-        attempts = judge(
-            solve(
-                files, sample, rt.agent_pool, rt.gateway, solve_config(rt), label=f"look{iteration}"
-            ),
-            rt.scoring_pool,
-            rt.timeouts,
-        ).attempts
+        attempts = run_tasks(rt, parent_id, files, sample, f"look{iteration}").attempts
     proposal = propose(
         files, attempts, rt.agent_pool, rt.gateway, edit_config(rt), rng, f"edit{iteration}"
     )

@@ -67,11 +67,10 @@ class Runtime:
             self.archive = self._stack.enter_context(Archive(run_dir, create=True))
             self.tasks = load_tasks(config)
             m = config.model
-            self.backend = TransformersBackend.from_config(
-                TransformersBackendConfig(
-                    model=m.name, device=m.device, dtype=m.dtype, threads=m.threads
-                )
+            model_config = TransformersBackendConfig(
+                model=m.name, device=m.device, dtype=m.dtype, threads=m.threads
             )
+            self.backend = TransformersBackend.from_config(model_config)
             self.weights = ChainWeights(self.backend.model, config.es.target_modules)
             s = config.sandbox
             # With Ray, generation runs on model replicas (they rebuild weights from ES records)
@@ -89,11 +88,7 @@ class Runtime:
                     replicas=config.ray_replicas,
                 )
                 self.scoring_pool = self._stack.enter_context(executor.job_runner())
-                self.replicas = generator = executor.policy(
-                    TransformersBackendConfig(
-                        model=m.name, device=m.device, dtype=m.dtype, threads=m.threads
-                    )
-                )
+                self.replicas = generator = executor.policy(model_config)
                 self._stack.callback(self.replicas.close)
             else:
                 self.scoring_pool = self._stack.enter_context(

@@ -179,7 +179,7 @@ def test_run_status_graph_and_sigterm(tiny_dir, tmp_path):
 @pytest.mark.docker
 @pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume(tiny_dir, tmp_path):
-    iterations = 12  # more than ten short lives can finish
+    iterations = 12  # raised by 6 whenever a life finishes the budget before its kill
     cfg = write_config(tmp_path / "c.toml", tiny_dir, iterations=iterations)
     run_dir = tmp_path / "run"
     rng = random.Random(7)
@@ -187,7 +187,11 @@ def test_kill_9_at_random_moments_then_resume(tiny_dir, tmp_path):
     kills = 0
     first = True
     while kills < 10:
-        args = ["run", str(cfg), "--run-dir", str(run_dir)] if first else ["resume", str(run_dir)]
+        args = (
+            ["run", str(cfg), "--run-dir", str(run_dir)]
+            if first
+            else ["resume", str(run_dir), "--iterations", str(iterations)]
+        )
         proc = subprocess.Popen(
             [*LINEAGE, *args],
             stdout=subprocess.DEVNULL,
@@ -208,10 +212,10 @@ def test_kill_9_at_random_moments_then_resume(tiny_dir, tmp_path):
             completed.update(now)
             continue
         assert proc.returncode == 0, proc.stderr.read()[-3000:]
-        break  # finished before we could kill it again
+        iterations += 6  # a fast machine finished the budget: raise it, keep killing
     if kills >= 10 or not (run_dir / "archive.sqlite").exists():
         out = subprocess.run(
-            [*LINEAGE, "resume", str(run_dir)],
+            [*LINEAGE, "resume", str(run_dir), "--iterations", str(iterations)],
             capture_output=True,
             text=True,
             cwd=ROOT,

@@ -5,7 +5,7 @@ Three runs from the same base with the same budget: ES steps only, scaffold edit
 base node's held-out score is the baseline. Held-out tasks are never used for selection.
 
     python benchmarks/improve.py [--config configs/demo.toml] [--budget-s 7200]
-        [--heldout humaneval:test] [--out out/improve] [--json PATH]
+        [--heldout humaneval:test] [--heldout-tasks 0] [--out out/improve] [--json PATH]
 
 Figures: base_heldout, best_heldout_es, best_heldout_edit, best_heldout_both (and the gains).
 """
@@ -29,7 +29,7 @@ MODES = {
 }
 
 
-def mode_config(base: dict, mode: str, budget_s: float, heldout: str) -> dict:
+def mode_config(base: dict, mode: str, budget_s: float, heldout: str, heldout_tasks: int) -> dict:
     config = json.loads(json.dumps(base))
     if MODES[mode] is not None:
         config.setdefault("operators", {}).update(MODES[mode])
@@ -42,7 +42,7 @@ def mode_config(base: dict, mode: str, budget_s: float, heldout: str) -> dict:
     budget["wall_clock_s"] = budget_s
     tasks = config.setdefault("tasks", {})
     tasks["heldout"] = heldout
-    tasks["heldout_tasks"] = 0
+    tasks["heldout_tasks"] = heldout_tasks
     return config
 
 
@@ -79,19 +79,28 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("configs/demo.toml"))
     parser.add_argument("--budget-s", type=float, default=7200.0)
     parser.add_argument("--heldout", default="humaneval:test")
+    parser.add_argument(
+        "--heldout-tasks", type=int, default=0, help="a seeded sample of the split (0 = all of it)"
+    )
     parser.add_argument("--out", type=Path, default=Path("out/improve"))
     parser.add_argument("--modes", default="es,edit,both")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     base = tomllib.loads(args.config.read_text())
     console = Console(stderr=True)
-    figures: dict[str, float | str | None] = {"budget_s": args.budget_s, "heldout": args.heldout}
+    figures: dict[str, float | str | None] = {
+        "budget_s": args.budget_s,
+        "heldout": args.heldout,
+        "heldout_tasks": args.heldout_tasks,
+    }
     rows = []
     for mode in args.modes.split(","):
         run_dir = args.out / mode
         cfg = args.out / f"{mode}.toml"
         args.out.mkdir(parents=True, exist_ok=True)
-        cfg.write_text(to_toml(mode_config(base, mode, args.budget_s, args.heldout)))
+        cfg.write_text(
+            to_toml(mode_config(base, mode, args.budget_s, args.heldout, args.heldout_tasks))
+        )
         command = (
             ["lineage", "resume", str(run_dir)]
             if (run_dir / "config.json").exists()

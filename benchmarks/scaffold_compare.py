@@ -38,7 +38,7 @@ def main() -> None:
     from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
     from agent.scaffold.jobs import selftest_job
     from agent.scaffold.repo import read_files, seed_files
-    from agent.scaffold.solving import SolveConfig, judge, solve
+    from agent.scaffold.solving import Scoring, SolveConfig, solve
     from evaluators.splits import load_split
     from evaluators.timeouts import calibrate
     from sandbox import Limits, SandboxConfig, SandboxPool
@@ -72,8 +72,13 @@ def main() -> None:
         )
         for name, files in scaffolds.items():
             started = time.perf_counter()
-            result = judge(
-                solve(files, tasks, agent_pool, gateway, solve_config), scoring_pool, timeouts
+            result = solve(
+                files,
+                tasks,
+                agent_pool,
+                gateway,
+                solve_config,
+                scoring=Scoring(scoring_pool, timeouts),
             )
             seconds = time.perf_counter() - started
             passed = sum(a.passed for a in result.attempts)

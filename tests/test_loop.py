@@ -107,10 +107,21 @@ def snapshot(run_dir: Path) -> dict[str, tuple[str, dict]]:
         return {}
 
 
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar in a TensorBoard log folder, read back with TensorBoard's own reader."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
 @pytest.mark.docker
 @pytest.mark.slow
 def test_run_status_graph_and_sigterm(tiny_dir, tmp_path):
-    cfg = write_config(tmp_path / "c.toml", tiny_dir, iterations=2)
+    cfg = write_config(
+        tmp_path / "c.toml", tiny_dir, iterations=2, extra="[report]\ntensorboard = true\n"
+    )
     run_dir = tmp_path / "run"
     out = subprocess.run(
         [*LINEAGE, "run", str(cfg), "--run-dir", str(run_dir)],
@@ -128,6 +139,17 @@ def test_run_status_graph_and_sigterm(tiny_dir, tmp_path):
     assert all(n.status in (Status.EVALUATED, Status.FAILED) for n in nodes.values())
     events = (run_dir / "events.jsonl").read_text()
     assert '"event":"run_stopped"' in events and '"reason":"iterations"' in events
+    scalars = tensorboard_scalars(run_dir / "tensorboard")
+    evaluated = [n for n in nodes.values() if "train" in n.scores]
+    assert sorted(step for step, _ in scalars["score/train"]) == sorted(
+        int(n.metadata["iteration"]) for n in evaluated
+    )
+    for step, value in scalars["score/train"]:
+        node = next(n for n in evaluated if int(n.metadata["iteration"]) == step)
+        assert value == pytest.approx(node.scores["train"].score)
+    best = [v for _, v in sorted(scalars["best/train"])]
+    assert best == sorted(best)  # best so far never goes down
+    assert {"spent/generated_tokens", "spent/sandbox_s", "spent/wall_s"} <= set(scalars)
 
     status = subprocess.run(
         [*LINEAGE, "status", str(run_dir)], capture_output=True, text=True, cwd=ROOT

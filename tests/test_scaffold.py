@@ -144,6 +144,64 @@ def test_seed_scaffold_solves_in_the_sandbox_through_the_gateway(
     assert not any(a.verdict.status is Status.INFRA_ERROR for a in judged.attempts)
 
 
+class EventMeter:
+    """A meter that remembers the order of its steps (to see scoring overlap generation)."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []
+        self.lock = threading.Lock()
+
+    def begin(self, what: str, total: int) -> None:
+        pass
+
+    def step(self, what: str) -> None:
+        with self.lock:
+            self.events.append(what)
+
+
+def test_scoring_overlaps_generation_and_equals_judging_after(
+    agent_pool, scoring_pool, gateway, tasks
+):
+    # A scaffold that answers the first task at once with its reference, the second with an
+    # empty program, and the last one 6 s late with a wrong program: jobs of one task each.
+    answers = {t.task_id: t.program(t.reference) for t in tasks[:1]}
+    answers[tasks[1].task_id] = ""
+    answers[tasks[2].task_id] = tasks[2].prompt + "    return None\n"
+    slow = tasks[2].task_id
+    files = {
+        **seed_files(),
+        "scaffold/solve.py": (
+            "import time\n"
+            f"ANSWERS = {answers!r}\n"
+            "def solve(task, llm):\n"
+            f"    if task['task_id'] == {slow!r}:\n"
+            "        time.sleep(6)\n"
+            "    return ANSWERS[task['task_id']]\n"
+        ),
+    }
+    one_per_job = SolveConfig(tasks_per_job=1, threads=1, wall_s=60)
+    meter = EventMeter()
+    streamed = solve(
+        files,
+        tasks,
+        agent_pool,
+        gateway,
+        one_per_job,
+        meter=meter,
+        scoring=solving.Scoring(scoring_pool),
+    )
+    after = judge(solve(files, tasks, agent_pool, gateway, one_per_job), scoring_pool)
+    statuses = [a.verdict.status for a in streamed.attempts]
+    assert statuses == [Status.PASSED, Status.ERROR, Status.FAILED]
+    assert statuses == [a.verdict.status for a in after.attempts]
+    assert [a.task.task_id for a in streamed.attempts] == [t.task_id for t in tasks]
+    # the first answers were scored while the slow job was still generating
+    assert meter.events.count("scoring") == len(tasks)
+    assert meter.events.index("scoring") < len(meter.events) - 1 - meter.events[::-1].index(
+        "agent jobs"
+    ), meter.events
+
+
 def test_agent_job_never_sees_the_tests(tasks):
     from agent.scaffold.jobs import solve_job, task_view
 

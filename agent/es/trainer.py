@@ -63,8 +63,8 @@ class Evaluated:
 
     verdicts: list[Verdict]
     tokens: int
-    generate_s: float
-    score_s: float
+    generate_s: float  # wall time of generation (and of scoring, where it overlaps generation)
+    score_s: float  # time spent scoring: wall time, or sandbox seconds where it overlaps
 
 
 class PopulationEvaluator(Protocol):

@@ -11,7 +11,7 @@ from typing import Any
 
 from agent.loop.runtime import Runtime
 from agent.scaffold.repo import Files, read_files
-from agent.scaffold.solving import Attempt, SolveConfig, judge, solve
+from agent.scaffold.solving import Attempt, Scoring, SolveConfig, solve
 from archive import Archive, Cost, Score
 from evaluators.task import Task
 
@@ -46,19 +46,15 @@ class Judged:
 def run_tasks(rt: Runtime, node_id: str, files: Files, tasks: list[Task], label: str) -> Judged:
     """The node's scaffold on `tasks` with the node's weights, scored in the scoring pool."""
     rt.set_weights(rt.archive.weights_chain(node_id).records)
-    result = judge(
-        solve(
-            files,
-            tasks,
-            rt.agent_pool,
-            rt.gateway,
-            solve_config(rt),
-            label=f"{node_id}:{label}",
-            meter=rt.meter,
-        ),
-        rt.scoring_pool,
-        rt.timeouts,
+    result = solve(
+        files,
+        tasks,
+        rt.agent_pool,
+        rt.gateway,
+        solve_config(rt),
+        label=f"{node_id}:{label}",
         meter=rt.meter,
+        scoring=Scoring(rt.scoring_pool, rt.timeouts),
     )
     passed = sum(a.passed for a in result.attempts)
     sandbox_s = sum(a.verdict.duration_s for a in result.attempts if a.verdict)

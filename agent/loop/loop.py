@@ -100,7 +100,7 @@ class Loop:
             except ImportError as exc:
                 raise ConfigError(
                     "[report] tensorboard = true needs the tensorboard package "
-                    "(pip install tensorboard)"
+                    "(pip install 'lineage[tensorboard]')"
                 ) from exc
             self._writer = SummaryWriter(str(rt.run_dir / "tensorboard"))
 
@@ -248,14 +248,26 @@ class Loop:
             tokens=result.cost.generated_tokens,
         )
         if self._writer is not None:
-            step = int(node.metadata.get("iteration", 0))
-            for split, value in result.scores.items():
-                self._writer.add_scalar(f"score/{split}", value.score, step)
-            self._writer.add_scalar("spent/generated_tokens", self.spent.generated_tokens, step)
-            self._writer.flush()
+            self._write_scalars(int(node.metadata.get("iteration", 0)), result.scores)
         if parent_train is not None and "train" in result.scores:
             gain = result.scores["train"].score - parent_train
             self.gains.setdefault(node.operator, []).append(gain)
+
+    def _write_scalars(self, step: int, scores: dict[str, Score]) -> None:
+        """TensorBoard: this node's scores, the best so far per split, and the budget spent."""
+        for split, value in scores.items():
+            self._writer.add_scalar(f"score/{split}", value.score, step)
+        best: dict[str, float] = {}
+        for node in self.rt.archive.nodes():
+            for split, value in node.scores.items():
+                best[split] = max(best.get(split, 0.0), value.score)
+        for split, value in best.items():
+            self._writer.add_scalar(f"best/{split}", value, step)
+        self._account()
+        self._writer.add_scalar("spent/generated_tokens", self.spent.generated_tokens, step)
+        self._writer.add_scalar("spent/sandbox_s", self.spent.sandbox_s, step)
+        self._writer.add_scalar("spent/wall_s", self.spent.wall_s, step)
+        self._writer.flush()
 
     def _iterate(self, iteration: int) -> None:
         rt = self.rt

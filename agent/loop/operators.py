@@ -17,7 +17,7 @@ from agent.gateway import ExternalEndpoint
 from agent.loop.evaluation import attempts_from_notes, run_tasks, scaffold_files, solve_config
 from agent.loop.runtime import Runtime
 from agent.scaffold.edit import EditConfig, propose
-from agent.scaffold.solving import judge, solve
+from agent.scaffold.solving import Scoring, solve
 from archive import Cost
 from evaluators.task import Task
 
@@ -47,7 +47,7 @@ class ScaffoldEvaluator:
         # Replicas rebuild the factors from the seeds; the local backend takes the tensors.
         rt.gateway.set_population(population if rt.replicas else population.perturbation)
         try:
-            result = solve(
+            judged = solve(
                 self.files,
                 tasks,
                 rt.agent_pool,
@@ -56,17 +56,16 @@ class ScaffoldEvaluator:
                 members=range(population.size),
                 label=self.label,
                 meter=rt.meter,
+                scoring=Scoring(rt.scoring_pool, rt.timeouts),
             )
         finally:
             rt.gateway.set_population(None)
-        generate_s = time.perf_counter() - started
-        started = time.perf_counter()
-        judged = judge(result, rt.scoring_pool, rt.timeouts, meter=rt.meter)
+        verdicts = [a.verdict for a in judged.attempts]
         return Evaluated(
-            [a.verdict for a in judged.attempts],
+            verdicts,
             judged.tokens,
-            generate_s,
-            time.perf_counter() - started,
+            time.perf_counter() - started,  # scoring ran alongside, inside this time
+            sum(v.duration_s for v in verdicts if v is not None),
         )
 
 

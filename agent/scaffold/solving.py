@@ -8,6 +8,8 @@ evaluators in a separate pool that has no gateway and that the agent's code neve
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
@@ -118,8 +120,14 @@ def solve(
     members: Sequence[int] = (-1,),
     label: str = "solve",
     meter: Meter | None = None,
+    scoring: Scoring | None = None,
 ) -> SolveResult:
-    """Every (member, task) answered by the scaffold in the sandbox (not yet scored)."""
+    """Every (member, task) answered by the scaffold in the sandbox.
+
+    Without `scoring` the attempts come back unscored (see `judge`). With it, each agent job's
+    answers are scored as soon as the job returns, while the other jobs are still generating, so
+    judging overlaps generation instead of waiting for the slowest job.
+    """
     jobs, slots, tokens = [], [], []
     for member in members:
         for start in range(0, len(tasks), config.tasks_per_job):
@@ -143,20 +151,72 @@ def solve(
                 )
             )
             slots.append((member, chunk))
-    answers: dict[int, Verdict] = {}
+    answers: dict[int, list[Attempt]] = {}
     if meter:
         meter.begin("agent jobs", len(jobs))
+    judging = _BackgroundJudge(scoring, meter, len(members) * len(tasks)) if scoring else None
     try:
         for index, verdict in agent_pool.run_iter(jobs):
-            answers[index] = verdict
+            member, chunk = slots[index]
+            answers[index] = _attempts(member, chunk, verdict)
+            if judging:
+                judging.submit(index, answers[index])
             if meter:
                 meter.step("agent jobs")
     finally:
         sessions = [gateway.close_session(t) for t in tokens]
+        judged = judging.finish() if judging else {}
     attempts = []
     for index, (member, chunk) in enumerate(slots):
-        attempts.extend(_attempts(member, chunk, answers.get(index)))
+        attempts.extend(judged.get(index) or answers.get(index) or _attempts(member, chunk, None))
     return SolveResult(attempts, sessions)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """Where and how answers are scored: the pool the agent's code never saw, and per-task wall
+    limits from `evaluators.timeouts.calibrate`."""
+
+    pool: JobRunner
+    timeouts: Mapping[str, float] | None = None
+
+
+class _BackgroundJudge:
+    """Scores each finished job's attempts on its own thread, one job at a time, in arrival order
+    (a runner need not take calls from two threads at once)."""
+
+    def __init__(self, scoring: Scoring, meter: Meter | None, total: int) -> None:
+        self.scoring = scoring
+        self.meter = meter
+        self.results: dict[int, list[Attempt]] = {}
+        self.error: BaseException | None = None
+        self.queue: queue.Queue[tuple[int, list[Attempt]] | None] = queue.Queue()
+        if meter:
+            meter.begin("scoring", total)
+        self.thread = threading.Thread(target=self._work, name="lineage-judge", daemon=True)
+        self.thread.start()
+
+    def submit(self, index: int, attempts: list[Attempt]) -> None:
+        self.queue.put((index, attempts))
+
+    def _work(self) -> None:
+        while (item := self.queue.get()) is not None:
+            if self.error is not None:
+                continue  # drain: the caller raises the first error
+            index, attempts = item
+            try:
+                self.results[index] = _score_attempts(
+                    attempts, self.scoring.pool, self.scoring.timeouts, self.meter
+                )
+            except BaseException as exc:  # re-raised by finish() on the caller's thread
+                self.error = exc
+
+    def finish(self) -> dict[int, list[Attempt]]:
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.results
 
 
 def _attempts(member: int, chunk: list[Task], verdict: Verdict | None) -> list[Attempt]:
@@ -183,17 +243,31 @@ def judge(
     meter: Meter | None = None,
 ) -> SolveResult:
     """Score every attempt's program with the evaluators (empty programs fail without a job)."""
-    runnable = [i for i, a in enumerate(result.attempts) if a.program.strip()]
     if meter:
-        meter.begin("scoring", len(runnable))
+        meter.begin("scoring", len(result.attempts))
+    return SolveResult(
+        _score_attempts(result.attempts, scoring_pool, timeouts, meter), result.sessions
+    )
+
+
+def _score_attempts(
+    attempts: Sequence[Attempt],
+    scoring_pool: JobRunner,
+    timeouts: Mapping[str, float] | None,
+    meter: Meter | None,
+) -> list[Attempt]:
+    runnable = [i for i, a in enumerate(attempts) if a.program.strip()]
     verdicts = score(
-        [Candidate(result.attempts[i].task, result.attempts[i].program) for i in runnable],
+        [Candidate(attempts[i].task, attempts[i].program) for i in runnable],
         scoring_pool,
         timeouts,
         on_verdict=(lambda _i, _v: meter.step("scoring")) if meter else None,
     )
     by_index = dict(zip(runnable, verdicts, strict=True))
-    attempts = [
+    if meter:
+        for _ in range(len(attempts) - len(runnable)):
+            meter.step("scoring")  # empty programs are judged without a job
+    return [
         replace(
             a,
             verdict=by_index.get(i)
@@ -202,6 +276,5 @@ def judge(
                 detail=a.error or "empty program",
             ),
         )
-        for i, a in enumerate(result.attempts)
+        for i, a in enumerate(attempts)
     ]
-    return SolveResult(attempts, result.sessions)

@@ -201,6 +201,24 @@ def test_chat_is_rendered_by_the_template(
     assert record.calls[0].request["messages"] == messages
 
 
+def test_chat_continues_the_final_assistant_message(
+    backend: TransformersBackend, recording: RecordingBackend
+) -> None:
+    def template(messages: list[dict]) -> str:
+        return "".join(f"<{m['role']}>{m['content']}\n" for m in messages) + "<assistant>"
+
+    question = [{"role": "user", "content": "add two numbers"}]
+    opening = {"role": "assistant", "content": "```python\ndef add("}
+    with Gateway(recording, GatewayConfig(batch_window_s=0.0), chat_template=template) as gateway:
+        token = gateway.open_session("chat", Budget())
+        llm = LLM(gateway.socket_path, token)
+        reply = llm.chat([*question, opening], max_tokens=8, continue_final=True)
+        record = gateway.close_session(token)
+    expected_prompt = template(question) + opening["content"]
+    assert record.calls[0].prompts == [expected_prompt]
+    assert reply == direct(backend, [expected_prompt], 8)  # the continuation, without the opening
+
+
 def test_chat_without_a_template_is_a_400(recording: RecordingBackend) -> None:
     with Gateway(recording, GatewayConfig(batch_window_s=0.0)) as gateway:
         llm = LLM(gateway.socket_path, gateway.open_session("chat", Budget()))
@@ -409,6 +427,17 @@ def test_unknown_or_missing_token_is_a_401(recording: RecordingBackend) -> None:
             "/v1/chat/completions",
             b'{"messages": [{"role": "user", "content": 3}]}',
             "messages[0].content",
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "user", "content": "x"}], "continue_final_message": true}',
+            "continue_final_message",
+        ),
+        (
+            "/v1/chat/completions",
+            b'{"messages": [{"role": "assistant", "content": "x"}], '
+            b'"continue_final_message": "yes"}',
+            "continue_final_message",
         ),
     ],
 )
@@ -730,3 +759,9 @@ def test_smollm2_greedy_completion_and_chat_through_the_gateway() -> None:
     assert text == direct(smollm2, [prompt], 24)
     assert "Paris" in text[0]  # the real model, not gibberish
     assert reply == direct(smollm2, [template(messages)], 12)
+    # continuing a final message renders as HF's own continue_final_message does
+    opening = [*messages, {"role": "assistant", "content": "The capital of France is"}]
+    hf = smollm2.tokenizer.apply_chat_template(
+        opening, tokenize=False, add_generation_prompt=False, continue_final_message=True
+    )
+    assert template(messages) + opening[-1]["content"] == hf

@@ -315,8 +315,12 @@ class Gateway:
                 "this gateway has no chat template for its model: use /v1/completions",
                 param="messages",
             )
+        messages = [dict(m) for m in request.messages]
+        # Continuing the final message: the template renders the turns before it and opens the
+        # assistant's turn; the message's start follows verbatim, as the model's own words.
+        opening = messages.pop()["content"] if request.continue_final else ""
         try:
-            prompt = self.chat_template([dict(m) for m in request.messages])
+            prompt = self.chat_template(messages) + opening
         except Exception as exc:
             raise ApiError(
                 400, f"the chat template rejected the messages: {exc}", param="messages"

@@ -72,6 +72,9 @@ class Request:
     n: int
     decoding: Decoding
     body: dict[str, Any]
+    # vLLM's `continue_final_message`: the reply continues the last (assistant) message, so an
+    # agent can put words in the model's mouth (for example the opening of a code block).
+    continue_final: bool = False
 
     @property
     def rows(self) -> int:
@@ -196,8 +199,23 @@ def parse_chat(body: dict[str, Any], default_max_tokens: int) -> Request:
         clean.append(
             {"role": role, "content": _content(message.get("content"), f"messages[{i}].content")}
         )
+    continue_final = body.get("continue_final_message", False)
+    if not isinstance(continue_final, bool):
+        raise bad_field("continue_final_message", "must be true or false")
+    if continue_final and clean[-1]["role"] != "assistant":
+        raise bad_field(
+            "continue_final_message", "needs the last message to be the assistant's (its start)"
+        )
     n = _int(body, "n", 1, 1)
-    return Request("chat", (), tuple(clean), n, _decoding(body, default_max_tokens), body)  # type: ignore[arg-type]
+    return Request(
+        "chat",
+        (),
+        tuple(clean),
+        n,
+        _decoding(body, default_max_tokens),
+        body,
+        continue_final,
+    )
 
 
 def _usage(outcome: Outcome) -> dict[str, int]:

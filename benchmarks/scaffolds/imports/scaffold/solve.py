@@ -1,10 +1,11 @@
-"""How the agent attacks a task: ask the instruct model in its chat format, with the reply
-started for it (a code fence, then the function's signature and docstring), keep the best."""
+"""How the agent attacks a task: continue the prompt, keep the best candidate, add the
+standard-library imports it forgot."""
 
 import os
 import select
 
 from scaffold import settings
+from scaffold.imports import with_missing_imports
 from scaffold.text import doc_examples
 
 EXAMPLE_TIMEOUT_S = 2.0
@@ -12,19 +13,14 @@ EXAMPLE_TIMEOUT_S = 2.0
 
 def solve(task, llm):
     prompt = task["prompt"]
-    messages = [
-        {"role": "user", "content": settings.INSTRUCTION.format(prompt=prompt.rstrip())},
-        {"role": "assistant", "content": "```python\n" + prompt},
-    ]
-    bodies = llm.chat(
-        messages,
+    completions = llm.complete(
+        prompt,
         max_tokens=settings.MAX_TOKENS,
         temperature=settings.TEMPERATURE,
         stop=settings.STOPS,
         n=settings.SAMPLES,
-        continue_final=True,
     )
-    programs = [prompt + body for body in bodies]
+    programs = [with_missing_imports(prompt + c) for c in completions]
     if len(programs) > 1 and settings.SELECT_BY_EXAMPLES:
         scores = [examples_passed(p, prompt) for p in programs]
         return programs[scores.index(max(scores))]  # ties keep the earliest sample

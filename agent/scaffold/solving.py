@@ -165,7 +165,9 @@ def solve(
                 meter.step("agent jobs")
     finally:
         sessions = [gateway.close_session(t) for t in tokens]
-        judged = judging.finish() if judging else {}
+        if judging:
+            judging.close()  # it finishes what it has, then its thread ends, even on an error
+    judged = judging.results() if judging else {}
     attempts = []
     for index, (member, chunk) in enumerate(slots):
         attempts.extend(judged.get(index) or answers.get(index) or _attempts(member, chunk, None))
@@ -188,7 +190,7 @@ class _BackgroundJudge:
     def __init__(self, scoring: Scoring, meter: Meter | None, total: int) -> None:
         self.scoring = scoring
         self.meter = meter
-        self.results: dict[int, list[Attempt]] = {}
+        self.results_by_job: dict[int, list[Attempt]] = {}
         self.error: BaseException | None = None
         self.queue: queue.Queue[tuple[int, list[Attempt]] | None] = queue.Queue()
         if meter:
@@ -205,18 +207,21 @@ class _BackgroundJudge:
                 continue  # drain: the caller raises the first error
             index, attempts = item
             try:
-                self.results[index] = _score_attempts(
+                self.results_by_job[index] = _score_attempts(
                     attempts, self.scoring.pool, self.scoring.timeouts, self.meter
                 )
-            except BaseException as exc:  # re-raised by finish() on the caller's thread
+            except BaseException as exc:  # re-raised by results() on the caller's thread
                 self.error = exc
 
-    def finish(self) -> dict[int, list[Attempt]]:
+    def close(self) -> None:
         self.queue.put(None)
+
+    def results(self) -> dict[int, list[Attempt]]:
+        """Every submitted job's scored attempts (after `close`), or the first scoring error."""
         self.thread.join()
         if self.error is not None:
             raise self.error
-        return self.results
+        return self.results_by_job
 
 
 def _attempts(member: int, chunk: list[Task], verdict: Verdict | None) -> list[Attempt]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 
@@ -219,7 +220,17 @@ def test_ray_policy_equals_the_local_backend(cluster, one_thread) -> None:
 
         import ray
 
-        ray.kill(policy.replicas[1])  # its shard is generated again on the survivor
+        victim = policy.replicas[1]
+        ray.kill(victim)  # asynchronous: wait until it is really gone (a busy machine is slow)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                ray.get(victim.set_weights.remote([]), timeout=60)
+            except ray.exceptions.RayActorError:
+                break
+            assert time.monotonic() < deadline, "the killed replica still answers"
+            time.sleep(0.2)
+        # its shard is generated again on the survivor
         assert policy.generate(prompts, GENERATION, population, member_of_row) == expected
         assert len(policy.replicas) == 1
 

@@ -9,7 +9,8 @@ prefill included; target >= 30) and `transformers_wall_s`. With --population P >
 prompts run again as one ES population batch (each prompt's row assigned to one of P members,
 rank-1 perturbations on all seven projections): `population_tok_s` and
 `population_vs_plain` (= population / plain). The vLLM figures (`vllm_raw_tok_s`,
-`vllm_ours_tok_s`, `ours_vs_raw_vllm`) are null: the vLLM backend is not built yet.
+`vllm_ours_tok_s`, `ours_vs_raw_vllm`) are null here: `benchmarks/vllm_bench.py` measures them, with
+one engine for raw and ours (and, with --agreement, greedy agreement with this backend).
 
 --random-init builds the model's architecture from its config.json with seeded random weights on
 the device (for a GPU machine the weights cannot reach): EOS and the stop strings are off, so every

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+from populations import random_population
 
 from agent.policy.backend import GenerationConfig
 from agent.policy.lowrank import PopulationPerturbation
@@ -14,7 +15,6 @@ from agent.policy.tiny import TinyModelConfig, tiny_model
 from agent.policy.transformers_backend import TransformersBackend
 
 PROMPTS = ["def f(x):\n", "hello", "a longer prompt than the others", "x"]
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 CONFIG = GenerationConfig(max_new_tokens=12, batch_size=3)
 
 
@@ -25,21 +25,6 @@ def one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def population(
-    model: torch.nn.Module, members: int, rank: int, sigma: float
-) -> PopulationPerturbation:
-    gen = torch.Generator().manual_seed(123)
-    factors = {}
-    for name, module in model.named_modules():
-        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in PROJECTIONS:
-            out_features, in_features = module.weight.shape
-            factors[name] = (
-                torch.randn(members, out_features, rank, generator=gen),
-                torch.randn(members, in_features, rank, generator=gen),
-            )
-    return PopulationPerturbation(sigma=sigma, factors=factors)
 
 
 def generate_with_dense_weights(
@@ -56,7 +41,7 @@ def generate_with_dense_weights(
 def test_population_batch_equals_members_with_explicit_weights() -> None:
     model, tokenizer = tiny_model(TinyModelConfig(seed=0))
     backend = TransformersBackend(model, tokenizer)
-    perturbation = population(model, members=2, rank=2, sigma=0.05)
+    perturbation = random_population(model, members=2, rank=2, sigma=0.05, seed=123)
     prompts = PROMPTS * 2
     member_of_row = [0] * len(PROMPTS) + [1] * len(PROMPTS)
     batched = backend.generate(prompts, CONFIG, perturbation, member_of_row)
@@ -74,7 +59,7 @@ def test_unperturbed_rows_and_weights_left_untouched() -> None:
     backend = TransformersBackend(model, tokenizer)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     base = backend.generate(PROMPTS, CONFIG)
-    perturbation = population(model, members=3, rank=1, sigma=0.05)
+    perturbation = random_population(model, members=3, rank=1, sigma=0.05, seed=123)
     mixed = backend.generate(PROMPTS, CONFIG, perturbation, [-1, 2, -1, 0])
     assert mixed[0] == base[0] and mixed[2] == base[2]
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
@@ -84,7 +69,7 @@ def test_unperturbed_rows_and_weights_left_untouched() -> None:
 def test_member_of_row_is_checked() -> None:
     model, tokenizer = tiny_model(TinyModelConfig(seed=0))
     backend = TransformersBackend(model, tokenizer)
-    perturbation = population(model, members=2, rank=1, sigma=0.05)
+    perturbation = random_population(model, members=2, rank=1, sigma=0.05, seed=123)
     with pytest.raises(ValueError, match="one member per prompt"):
         backend.generate(PROMPTS, CONFIG, perturbation, [0, 1])
     with pytest.raises(ValueError, match="outside"):
@@ -96,7 +81,7 @@ def test_rows_leaving_the_batch_keep_their_members() -> None:
     must keep their own member's perturbation."""
     model, tokenizer = tiny_model(TinyModelConfig(seed=0))
     backend = TransformersBackend(model, tokenizer)
-    perturbation = population(model, members=2, rank=2, sigma=0.05)
+    perturbation = random_population(model, members=2, rank=2, sigma=0.05, seed=123)
     free = generate_with_dense_weights(perturbation, 1, PROMPTS)
     # A character member 1 emits in some row: the first printable ASCII one.
     stop = next(c for g in free for c in g.text if c.isascii() and c.isprintable())

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import torch
 
+from agent.policy import kv_rows
 from agent.policy.backend import GenerationConfig
 from agent.policy.prompts import COMPLETION_STOPS, truncate_at_stop
 from agent.policy.tiny import TinyModelConfig, tiny_model
-from agent.policy.transformers_backend import TransformersBackend, length_buckets, pick_dtype
+from agent.policy.transformers_backend import TransformersBackend, longest_first, pick_dtype
 
 PROMPTS = ["def f(x):\n", "hello", "a much longer prompt than the others, yes indeed", "x", "ab"]
 
@@ -46,8 +48,8 @@ def test_truncate_at_earliest_stop() -> None:
     assert truncate_at_stop("    return x\n", COMPLETION_STOPS) == ("    return x\n", False)
 
 
-def test_length_buckets_batch_neighbours_longest_first() -> None:
-    assert length_buckets([3, 9, 1, 5, 9], 2) == [[1, 4], [3, 0], [2]]
+def test_prompts_start_longest_first() -> None:
+    assert longest_first([3, 9, 1, 5, 9]) == [1, 4, 3, 0, 2]
 
 
 def test_tiny_model_is_seeded() -> None:
@@ -90,6 +92,41 @@ def test_stop_string_cuts_the_text_and_ends_the_row(backend: TransformersBackend
         assert (after.finish_reason == "stop") == (stop in before.text)
 
 
+def count_joins(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records the rows of every batch that prompts joined mid-decode."""
+    joins: list[int] = []
+    join = kv_rows.join
+
+    def counting(cache, mask, new_cache, new_mask):  # noqa: ANN001, ANN202
+        joins.append(mask.shape[0])
+        return join(cache, mask, new_cache, new_mask)
+
+    monkeypatch.setattr(kv_rows, "join", counting)
+    return joins
+
+
+def test_prompts_joining_a_running_batch_generate_as_alone(
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Rows stop at different steps (stop strings the model produces at different places), so
+    waiting prompts join rows that are mid-decode, with caches of other lengths."""
+    free = backend.generate(PROMPTS, GenerationConfig(max_new_tokens=24, batch_size=8))
+    stops = tuple(
+        g.text[i : i + 2]
+        for g in free[:3]
+        for i in range(4, len(g.text) - 1)
+        if g.text[i : i + 2].isascii() and g.text[i : i + 2].isprintable()
+    )[:2]
+    assert stops, "the random model produced no printable pair to stop at"
+    config = GenerationConfig(max_new_tokens=24, batch_size=2, stop=stops)
+    single = [backend.generate([p], replace(config, batch_size=1))[0] for p in PROMPTS]
+    joins = count_joins(monkeypatch)
+    batched = backend.generate(PROMPTS, config)
+    assert batched == single
+    assert joins, "no prompt joined a running batch: the test did not exercise joining"
+    assert len({g.num_tokens for g in batched}) > 1
+
+
 def test_sampling_is_seeded(backend: TransformersBackend) -> None:
     config = GenerationConfig(max_new_tokens=12, temperature=1.0, top_p=0.95, seed=7)
     one = backend.generate(PROMPTS, config)
@@ -108,3 +145,27 @@ def test_progress_reports_every_prompt(backend: TransformersBackend) -> None:
 def test_dtype_choice() -> None:
     assert pick_dtype("float32", torch.device("cpu")) is torch.float32
     assert pick_dtype("auto", torch.device("cpu")) in (torch.float32, torch.bfloat16)
+
+
+def test_grouped_attention_with_a_padding_mask_equals_repeated_heads(
+    backend: TransformersBackend,
+) -> None:
+    """The CPU attention broadcasts key heads instead of copying them; same numbers as
+    transformers' SDPA path, which copies them whenever there is a mask."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    from agent.policy.cpu_attention import NAME, grouped_sdpa_forward
+
+    assert backend.model.config._attn_implementation == NAME
+    module = backend.model.model.layers[0].self_attn
+    assert module.num_key_value_groups > 1
+    gen = torch.Generator().manual_seed(0)
+    query = torch.randn(3, 4, 1, 16, generator=gen)
+    key, value = (torch.randn(3, 2, 9, 16, generator=gen) for _ in range(2))
+    mask = torch.ones(3, 1, 1, 9, dtype=torch.bool)
+    mask[0, ..., :4] = False
+    ours, _ = grouped_sdpa_forward(module, query, key, value, mask, scaling=0.25)
+    theirs, _ = sdpa_attention_forward(module, query, key, value, mask, scaling=0.25)
+    assert torch.equal(ours, theirs)
+    unmasked, _ = grouped_sdpa_forward(module, query, key, value, mask | True, scaling=0.25)
+    assert torch.equal(unmasked[1:], ours[1:]) and not torch.equal(unmasked[0], ours[0])

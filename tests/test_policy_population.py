@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 from populations import random_population
+from test_policy_generation import count_joins
 
 from agent.policy.backend import GenerationConfig
 from agent.policy.lowrank import PopulationPerturbation
@@ -76,16 +77,19 @@ def test_member_of_row_is_checked() -> None:
         backend.generate(PROMPTS, CONFIG, perturbation, [0, 1, 2, 0])
 
 
-def test_rows_leaving_the_batch_keep_their_members() -> None:
-    """With a stop string, rows finish at different steps and leave the batch; the remaining rows
-    must keep their own member's perturbation."""
+def test_rows_leaving_and_joining_the_batch_keep_their_members(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a stop string, rows finish at different steps and leave the batch while waiting
+    prompts join it; every row must keep its own member's perturbation."""
+    joins = count_joins(monkeypatch)
     model, tokenizer = tiny_model(TinyModelConfig(seed=0))
     backend = TransformersBackend(model, tokenizer)
     perturbation = random_population(model, members=2, rank=2, sigma=0.05, seed=123)
     free = generate_with_dense_weights(perturbation, 1, PROMPTS)
     # A character member 1 emits in some row: the first printable ASCII one.
     stop = next(c for g in free for c in g.text if c.isascii() and c.isprintable())
-    config = GenerationConfig(max_new_tokens=12, batch_size=8, stop=(stop,))
+    config = GenerationConfig(max_new_tokens=12, batch_size=3, stop=(stop,))
     members = [0, 1, 0, 1, 1, 0, 1, 0]
     batched = backend.generate(PROMPTS * 2, config, perturbation, members)
     for member in (0, 1):
@@ -100,3 +104,4 @@ def test_rows_leaving_the_batch_keep_their_members() -> None:
                 assert batched[row] == alone[row]
     assert any(g.finish_reason == "stop" for g in batched)
     assert any(g.finish_reason == "length" for g in batched)
+    assert joins, "no prompt joined a running batch: the test did not exercise joining"

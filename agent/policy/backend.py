@@ -23,7 +23,7 @@ class GenerationConfig:
     - `temperature`: 0 means greedy; > 0 samples (seeded by `seed`, reproducible per call).
     - `top_p`: nucleus sampling mass (1.0 = off); ignored when greedy.
     - `stop`: generation of a row ends at the first of these strings, which is cut off the text.
-    - `batch_size`: rows per forward pass; prompts are bucketed by length into batches.
+    - `batch_size`: rows decoded together; a finished row is replaced at once by a waiting prompt.
     """
 
     max_new_tokens: int = 384

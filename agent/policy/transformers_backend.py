@@ -1,16 +1,18 @@
 """The transformers backend: torch on CPU or GPU, batched generation for many prompts and members.
 
-Prompts are bucketed by token length (sorted, neighbours batched, order restored) so short prompts
-do not pad up to long ones; each batch is left-padded, prefilled once, then decoded token by token
-with a KV cache. A row leaves the batch (and the cache) as soon as it hits EOS or a stop string:
-HumanEval completions range from 10 to 384 tokens (mean 61), and on a CPU a finished row kept in the
-batch costs as much compute as a live one; `model.generate` keeps them, which on HumanEval at batch
-16 is 2.9x the row-steps actually needed. With an ES population, each row runs with its own
-member's low-rank perturbation (`lowrank.perturbed`), reassigned whenever rows leave the batch.
+Continuous batching: at most `batch_size` rows decode together, token by token with a KV cache. A
+row leaves the batch (and the cache) as soon as it hits EOS, a stop string or its token limit, and
+waiting prompts (longest first) are prefilled and join at once (`kv_rows`), so the batch stays
+full until the prompts run out. HumanEval completions range from 10 to 384 tokens (mean 61); with
+fixed batches (`model.generate`) every batch runs as long as its longest row, which at batch 16 is
+2.9x the row-steps actually needed, and a batch shrunk to its last long row costs on a CPU nearly
+as much per step as a full one. With an ES population each row runs with its own member's
+low-rank perturbation (`lowrank.perturbed`), reassigned whenever rows leave or join.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
@@ -27,8 +29,9 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from agent.policy import assets
+from agent.policy import assets, kv_rows
 from agent.policy.backend import FinishReason, Generation, GenerationConfig, check_member_of_row
+from agent.policy.cpu_attention import use_grouped_attention
 from agent.policy.lowrank import PopulationPerturbation, RowAssignment, perturbed
 from agent.policy.prompts import truncate_at_stop
 
@@ -116,10 +119,16 @@ def attention_kernels(device: torch.device) -> AbstractContextManager[object]:
     )
 
 
-def length_buckets(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices sorted by length (longest first, so peak memory shows up at once), in batches."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+# Rows prefilled together when prompts join. Prefill is compute-bound, so bigger groups gain
+# little (CPU, default model: 126 prompt tok/s for 1 row, 190 for 4, 196 for 16) while padding
+# every prompt to the group's longest wastes more: 8 keeps neighbours in length together.
+PREFILL_ROWS = 8
+
+
+def longest_first(lengths: Sequence[int]) -> list[int]:
+    """Indices by length, longest first: peak memory shows up at once, and prompts that join a
+    running batch later are shorter than its cache, so joining rarely widens it."""
+    return sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
 
 
 class TransformersBackend:
@@ -128,6 +137,7 @@ class TransformersBackend:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
+        use_grouped_attention(model)
         # A row ends at any end-of-text token: the config's EOS, the tokenizer's, and the model's
         # own pad token (Qwen's `<|endoftext|>`, which its GGUF no longer lists as an EOS).
         ends = model.generation_config.eos_token_id
@@ -198,23 +208,12 @@ class TransformersBackend:
         if perturbation is not None:
             check_member_of_row(len(prompts), perturbation, member_of_row)
         encoded = [self.tokenizer(p)["input_ids"] for p in prompts]
-        results: list[Generation | None] = [None] * len(prompts)
-        buckets = length_buckets([len(ids) for ids in encoded], config.batch_size)
         with (
             self._population(perturbation) as rows,
             torch.inference_mode(),
             attention_kernels(self.device),
         ):
-            for number, bucket in enumerate(buckets):
-                members = [member_of_row[i] for i in bucket] if rows is not None else None  # type: ignore[index]
-                batch = self._generate_batch(
-                    [encoded[i] for i in bucket], config, config.seed + number, rows, members
-                )
-                for i, generation in zip(bucket, batch, strict=True):
-                    results[i] = generation
-                if on_done:
-                    on_done(len(bucket))
-        return results  # type: ignore[return-value]
+            return self._decode(encoded, config, _Members(rows, member_of_row), on_done)
 
     @contextmanager
     def _population(
@@ -224,15 +223,10 @@ class TransformersBackend:
         with context as rows:
             yield rows
 
-    def _generate_batch(
-        self,
-        batch: list[list[int]],
-        config: GenerationConfig,
-        seed: int,
-        rows: RowAssignment | None,
-        members: list[int] | None,
-    ) -> list[Generation]:
-        """Prefill the left-padded batch, then decode; finished rows leave the batch and cache."""
+    def _prefill(
+        self, batch: list[list[int]], members: _Members, rows: list[int]
+    ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+        """(cache, mask, last logits) of the left-padded prompts."""
         device = self.device
         width = max(len(ids) for ids in batch)
         pad = self.tokenizer.pad_token_id
@@ -240,26 +234,53 @@ class TransformersBackend:
         mask = torch.tensor(
             [[0] * (width - len(ids)) + [1] * len(ids) for ids in batch], device=device
         )
-        rng = None
-        if not config.greedy:
-            rng = torch.Generator(device=device).manual_seed(seed)
-        window = max((len(s) for s in config.stop), default=0) + 8
-        tokens: list[list[int]] = [[] for _ in batch]
-        reasons: list[FinishReason] = ["length"] * len(batch)
-        live = list(range(len(batch)))  # batch rows still generating, in cache order
         cache = DynamicCache(config=self.model.config)
-        if rows is not None:
-            rows.set(members)  # type: ignore[arg-type]
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        members.assign(rows)
         logits = self.model(
             input_ids=input_ids,
             attention_mask=mask,
-            position_ids=positions,
+            position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
         ).logits[:, -1, :]
-        for _ in range(config.max_new_tokens):
+        return cache, mask, logits
+
+    def _decode(
+        self,
+        encoded: list[list[int]],
+        config: GenerationConfig,
+        members: _Members,
+        on_done: Callable[[int], None] | None,
+    ) -> list[Generation]:
+        """Decode every prompt with at most `batch_size` rows live: whenever rows finish, waiting
+        prompts (longest first) are prefilled and join the batch (`kv_rows`)."""
+        device = self.device
+        rng = None
+        if not config.greedy:
+            rng = torch.Generator(device=device).manual_seed(config.seed)
+        window = max((len(s) for s in config.stop), default=0) + 8
+        tokens: list[list[int]] = [[] for _ in encoded]
+        reasons: list[FinishReason] = ["length"] * len(encoded)
+        waiting = deque(longest_first([len(ids) for ids in encoded]))
+        live: list[int] = []  # prompts being decoded, in cache order
+        cache, mask, logits = DynamicCache(), torch.empty(0), torch.empty(0)
+        can_join = kv_rows.joinable(DynamicCache(config=self.model.config))
+        while waiting or live:
+            while waiting and len(live) < config.batch_size and (can_join or not live):
+                take = config.batch_size - len(live)
+                if can_join:
+                    take = min(take, PREFILL_ROWS)  # more groups will join right after
+                group = [waiting.popleft() for _ in range(min(take, len(waiting)))]
+                new_cache, new_mask, new_logits = self._prefill(
+                    [encoded[i] for i in group], members, group
+                )
+                if live:
+                    mask = kv_rows.join(cache, mask, new_cache, new_mask)
+                    logits = torch.cat([logits, new_logits])
+                else:
+                    cache, mask, logits = new_cache, new_mask, new_logits
+                live += group
             chosen = next_tokens(logits, config, rng)
             chosen_ids = chosen.tolist()  # one device-to-host copy per step, not one per row
             keep = []
@@ -272,15 +293,15 @@ class TransformersBackend:
                     reasons[row] = "stop"
                 elif len(tokens[row]) < config.max_new_tokens:
                     keep.append(slot)
-            if not keep:
-                break
             if len(keep) < len(live):
-                index = torch.tensor(keep, device=device)
-                cache.batch_select_indices(index)
-                mask, chosen = mask[index], chosen[index]
+                if on_done:
+                    on_done(len(live) - len(keep))
                 live = [live[slot] for slot in keep]
-                if rows is not None:
-                    rows.set([members[row] for row in live])  # type: ignore[index]
+                if not live:
+                    continue
+                mask = kv_rows.keep_rows(cache, mask, keep)
+                chosen = chosen[torch.tensor(keep, device=device)]
+            members.assign(live)
             mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=-1)
             logits = self.model(
                 input_ids=chosen[:, None],
@@ -289,15 +310,29 @@ class TransformersBackend:
                 past_key_values=cache,
                 use_cache=True,
             ).logits[:, -1, :]
-        generations = []
-        for row_tokens, reason in zip(tokens, reasons, strict=True):
-            text = self.tokenizer.decode(row_tokens, skip_special_tokens=True)
-            text, stopped = truncate_at_stop(text, config.stop)
-            generations.append(
-                Generation(
-                    text=text,
-                    num_tokens=len(row_tokens),
-                    finish_reason=reason if not stopped else "stop",
-                )
-            )
-        return generations
+        return [self._finish(t, reason, config) for t, reason in zip(tokens, reasons, strict=True)]
+
+    def _finish(
+        self, row_tokens: list[int], reason: FinishReason, config: GenerationConfig
+    ) -> Generation:
+        text = self.tokenizer.decode(row_tokens, skip_special_tokens=True)
+        text, stopped = truncate_at_stop(text, config.stop)
+        return Generation(
+            text=text, num_tokens=len(row_tokens), finish_reason=reason if not stopped else "stop"
+        )
+
+
+class _Members:
+    """Keeps the population's row-to-member map in step with the batch's rows (set only when the
+    rows change: each set makes every hooked layer gather its rows' factors again)."""
+
+    def __init__(self, rows: RowAssignment | None, member_of_row: Sequence[int] | None) -> None:
+        self.rows = rows
+        self.member_of_row = member_of_row
+        self.current: list[int] | None = None
+
+    def assign(self, prompts: list[int]) -> None:
+        if self.rows is None or prompts == self.current:
+            return
+        self.rows.set([self.member_of_row[i] for i in prompts])  # type: ignore[index]
+        self.current = list(prompts)

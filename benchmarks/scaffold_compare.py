@@ -2,8 +2,8 @@
 
 Both run the real path: the scaffold in the sandbox, its LLM calls through the gateway to one
 batched backend, its answers scored in a separate pool. The improved scaffold is the seed with the
-files of `--variant` laid over it (default: benchmarks/scaffolds/vote, sample 5 and vote by
-execution on self-written inputs). Its own tests must pass in the sandbox first.
+files of `--variant` laid over it (default: benchmarks/scaffolds/selftests, sample 5 and choose
+by self-written tests). Its own tests must pass in the sandbox first.
 
     python benchmarks/scaffold_compare.py [--model default] [--split mbpp:dev] [--limit 0] [--json PATH]
 """
@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--split", default="mbpp:dev")
     parser.add_argument("--limit", type=int, default=0, help="first N tasks of the split (0: all)")
-    parser.add_argument("--variant", type=Path, default=HERE / "scaffolds" / "vote")
+    parser.add_argument("--variant", type=Path, default=HERE / "scaffolds" / "selftests")
     parser.add_argument("--agent-workers", type=int, default=4)
     parser.add_argument("--max-tokens-per-call", type=int, default=384, help="gateway cap per row")
     parser.add_argument("--wall-s", type=float, default=900.0, help="wall clock of one agent job")
@@ -48,7 +48,7 @@ def main() -> None:
     tasks = tasks[: args.limit] if args.limit else tasks
     scaffolds = {"seed": seed_files(), "improved": {**seed_files(), **read_files(args.variant)}}
     backend = TransformersBackend.from_config(TransformersBackendConfig(model=args.model))
-    rows, figures = [], {}
+    rows, figures, passed_ids = [], {}, {}
     with (
         Gateway(backend, GatewayConfig(), tokenizer_chat_template(backend.tokenizer)) as gateway,
         SandboxPool(SandboxConfig()) as scoring_pool,
@@ -82,6 +82,7 @@ def main() -> None:
             )
             seconds = time.perf_counter() - started
             passed = sum(a.passed for a in result.attempts)
+            passed_ids[name] = {a.task.task_id for a in result.attempts if a.passed}
             errors = sum(a.error is not None for a in result.attempts)
             rows.append(
                 (name, passed, len(tasks), passed / len(tasks), result.tokens, seconds, errors)
@@ -91,6 +92,9 @@ def main() -> None:
             figures[f"{name}_s"] = round(seconds, 1)
             console.print(f"{name}: {passed}/{len(tasks)} in {seconds:.0f} s", highlight=False)
     figures["improved_minus_seed"] = figures["improved_pass1"] - figures["seed_pass1"]
+    # Paired: the tasks only one of them passes (a tie can hide wins and losses).
+    figures["improved_only"] = sorted(passed_ids["improved"] - passed_ids["seed"])
+    figures["seed_only"] = sorted(passed_ids["seed"] - passed_ids["improved"])
     figures["token_ratio"] = figures["improved_tokens"] / max(figures["seed_tokens"], 1)
     figures.update(model=args.model, split=args.split, tasks=len(tasks))
     table = Table(title=f"scaffolds on {args.split} ({len(tasks)} tasks, model {args.model})")
@@ -101,6 +105,11 @@ def main() -> None:
             name, str(passed), str(n), f"{rate:.3f}", str(tokens), f"{seconds:.0f}", str(errors)
         )
     Console().print(table)
+    console.print(
+        f"paired: improved alone passes {len(figures['improved_only'])} tasks, the seed alone "
+        f"{len(figures['seed_only'])}",
+        highlight=False,
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2))

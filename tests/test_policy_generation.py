@@ -1,4 +1,4 @@
-"""The transformers backend on the tiny random model: batching, bucketing, stops, sampling."""
+"""The transformers backend on the tiny random model: continuous batching, stops, sampling."""
 
 from __future__ import annotations
 

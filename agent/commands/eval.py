@@ -51,7 +51,7 @@ def eval_command(
     benchmark: str = typer.Option("humaneval", help="humaneval, mbpp, or a benchmark .jsonl file."),
     backend: Annotated[Backend, typer.Option(help="Generation backend.")] = Backend.transformers,
     limit: int = typer.Option(0, help="Only the first N tasks (0: all)."),
-    batch_size: int = typer.Option(8, help="Prompts per forward pass."),
+    batch_size: int = typer.Option(32, help="Rows decoded together (continuous batching)."),
     max_new_tokens: int = typer.Option(384, help="Token budget per completion."),
     dtype: str = typer.Option("auto", help="auto, bfloat16, float16 or float32."),
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),

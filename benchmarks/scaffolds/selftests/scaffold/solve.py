@@ -1,13 +1,15 @@
-"""How the agent attacks a task: greedy plus sampled candidates, voted by execution agreement."""
+"""How the agent attacks a task: greedy plus sampled candidates, chosen by self-written tests.
+
+The model writes a few asserts for the entry point (inputs and the outputs it expects: CodeT,
+Chen et al. 2022); each candidate runs them in a child process with a time limit, and the one
+that passes the most wins, ties going to the earliest (the greedy candidate first). A candidate
+that does not even load scores below every one that does."""
 
 import os
-import re
 import select
 
 from scaffold import settings
 from scaffold.text import doc_examples
-
-EXAMPLE_TIMEOUT_S = settings.RUN_TIMEOUT_S
 
 
 def solve(task, llm):
@@ -16,34 +18,55 @@ def solve(task, llm):
     greedy = llm.complete(prompt, temperature=0.0, **common)
     sampled = llm.complete(prompt, temperature=settings.TEMPERATURE, n=settings.SAMPLES, **common)
     programs = [prompt + c for c in greedy + sampled]
-    calls = example_calls(task, llm)
-    signatures = [outputs_of(p, calls) for p in programs]
-    alive = [i for i, s in enumerate(signatures) if s is not None]
-    if not alive:
+    tests = own_tests(task, llm)
+    if not tests:
         return programs[0]
-    if settings.SELECT_BY_EXAMPLES and doc_examples(prompt):
-        scores = {i: examples_passed(programs[i], prompt) for i in alive}
-        top = max(scores.values())
-        alive = [i for i in alive if scores[i] == top]
-    votes = {i: sum(signatures[j] == signatures[i] for j in alive) for i in alive}
-    best = max(votes.values())
-    return programs[min(i for i in alive if votes[i] == best)]  # ties keep the earliest (greedy)
+    passed = [tests_passed(p, tests) for p in programs]
+    return programs[passed.index(max(passed))]
 
 
-def example_calls(task, llm):
-    """Calls of the entry point the model writes for itself (inputs only, no expected outputs)."""
+def own_tests(task, llm):
+    """Asserts about the entry point that the model writes for itself; lines that do not even
+    compile are dropped."""
     name = task["entry_point"]
-    ask = (
-        f"{task['prompt']}    pass\n\n\n# {settings.INPUT_CALLS} example calls of {name} with "
-        f"typical arguments, one per line:\n{name}("
-    )
-    text = llm.complete(ask, max_tokens=160, temperature=0.0, stop=["\n\n", "\ndef "])[0]
-    calls = []
-    for line in (name + "(" + text).splitlines():
+    opening = f"assert {name}("
+    ask = f"{task['prompt']}    pass\n\n\n# {settings.TESTS} tests of {name}:\n{opening}"
+    text = llm.complete(
+        ask, max_tokens=200, temperature=0.0, stop=["\n\n", "\ndef ", "\nif ", "\nprint"]
+    )[0]
+    tests = []
+    for line in (opening + text).splitlines():
         line = line.strip()
-        if re.match(re.escape(name) + r"\(.*\)$", line) and line not in calls:
-            calls.append(line)
-    return calls[: settings.INPUT_CALLS]
+        if line.startswith(opening) and line not in tests and _compiles(line):
+            tests.append(line)
+    return tests[: settings.TESTS]
+
+
+def _compiles(line):
+    try:
+        compile(line, "<test>", "exec")
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def tests_passed(program, tests):
+    """How many of `tests` the program passes; -1 if it does not load or runs out of time."""
+
+    def run():
+        namespace = {}
+        exec(program, namespace)
+        passed = 0
+        for test in tests:
+            try:
+                exec(test, namespace)
+                passed += 1
+            except Exception:
+                pass
+        return passed
+
+    out = _in_child(run, settings.RUN_TIMEOUT_S * (1 + len(tests)))
+    return int(out) if out and out.isdigit() else -1
 
 
 def _in_child(fn, timeout_s):
@@ -78,23 +101,6 @@ def _in_child(fn, timeout_s):
     return None if data in (b"", b"\x00") else data.decode("utf-8", "replace")
 
 
-def outputs_of(program, calls):
-    """What the program returns on each call (exceptions by type); None if it does not load."""
-
-    def run():
-        namespace = {}
-        exec(program, namespace)
-        results = []
-        for call in calls:
-            try:
-                results.append(repr(eval(call, namespace))[:2000])
-            except Exception as exc:
-                results.append("raised " + type(exc).__name__)
-        return tuple(results)
-
-    return _in_child(run, settings.RUN_TIMEOUT_S * (1 + len(calls)))
-
-
 def examples_passed(program, prompt):
     """How many of the prompt's `>>>` examples the program reproduces."""
     examples = doc_examples(prompt)
@@ -111,5 +117,5 @@ def examples_passed(program, prompt):
                 pass
         return passed
 
-    out = _in_child(run, EXAMPLE_TIMEOUT_S)
+    out = _in_child(run, settings.RUN_TIMEOUT_S)
     return int(out) if out and out.isdigit() else 0

@@ -224,10 +224,11 @@ class TransformersBackend:
             yield rows
 
     def _prefill(
-        self, batch: list[list[int]], members: _Members, rows: list[int]
+        self, encoded: list[list[int]], rows: list[int], members: _Members
     ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
-        """(cache, mask, last logits) of the left-padded prompts."""
+        """(cache, mask, last logits) of prompts `rows`, left-padded."""
         device = self.device
+        batch = [encoded[i] for i in rows]
         width = max(len(ids) for ids in batch)
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in batch], device=device)
@@ -272,9 +273,7 @@ class TransformersBackend:
                 if can_join:
                     take = min(take, PREFILL_ROWS)  # more groups will join right after
                 group = [waiting.popleft() for _ in range(min(take, len(waiting)))]
-                new_cache, new_mask, new_logits = self._prefill(
-                    [encoded[i] for i in group], members, group
-                )
+                new_cache, new_mask, new_logits = self._prefill(encoded, group, members)
                 if live:
                     mask = kv_rows.join(cache, mask, new_cache, new_mask)
                     logits = torch.cat([logits, new_logits])

@@ -52,20 +52,26 @@ def _compiles(line):
 
 def tests_passed(program, tests):
     """How many of `tests` the program passes; -1 if it does not load or runs out of time."""
+    checks = [lambda namespace, test=test: exec(test, namespace) or True for test in tests]
+    return _checks_passed(program, checks, settings.RUN_TIMEOUT_S * (1 + len(tests)))
+
+
+def _checks_passed(program, checks, timeout_s):
+    """How many of `checks` (functions of the program's namespace) return true, counted in a
+    child process with a time limit; -1 if the program does not load or runs out of time."""
 
     def run():
         namespace = {}
         exec(program, namespace)
         passed = 0
-        for test in tests:
+        for check in checks:
             try:
-                exec(test, namespace)
-                passed += 1
+                passed += bool(check(namespace))
             except Exception:
                 pass
         return passed
 
-    out = _in_child(run, settings.RUN_TIMEOUT_S * (1 + len(tests)))
+    out = _in_child(run, timeout_s)
     return int(out) if out and out.isdigit() else -1
 
 
@@ -103,19 +109,13 @@ def _in_child(fn, timeout_s):
 
 def examples_passed(program, prompt):
     """How many of the prompt's `>>>` examples the program reproduces."""
-    examples = doc_examples(prompt)
 
-    def run():
-        namespace = {}
-        exec(program, namespace)
-        passed = 0
-        for call, expected in examples:
-            try:
-                value = eval(call, namespace)
-                passed += repr(value) == expected or str(value) == expected
-            except Exception:
-                pass
-        return passed
+    def reproduces(call, expected):
+        def check(namespace):
+            value = eval(call, namespace)
+            return repr(value) == expected or str(value) == expected
 
-    out = _in_child(run, settings.RUN_TIMEOUT_S)
-    return int(out) if out and out.isdigit() else 0
+        return check
+
+    checks = [reproduces(call, expected) for call, expected in doc_examples(prompt)]
+    return max(0, _checks_passed(program, checks, settings.RUN_TIMEOUT_S))

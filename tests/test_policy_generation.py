@@ -12,7 +12,13 @@ from agent.policy import kv_rows
 from agent.policy.backend import GenerationConfig
 from agent.policy.prompts import COMPLETION_STOPS, truncate_at_stop
 from agent.policy.tiny import TinyModelConfig, tiny_model
-from agent.policy.transformers_backend import TransformersBackend, longest_first, pick_dtype
+from agent.policy.transformers_backend import (
+    PREFILL_ROWS,
+    TransformersBackend,
+    joining,
+    longest_first,
+    pick_dtype,
+)
 
 PROMPTS = ["def f(x):\n", "hello", "a much longer prompt than the others, yes indeed", "x", "ab"]
 
@@ -50,6 +56,21 @@ def test_truncate_at_earliest_stop() -> None:
 
 def test_prompts_start_longest_first() -> None:
     assert longest_first([3, 9, 1, 5, 9]) == [1, 4, 3, 0, 2]
+
+
+def test_prompts_join_in_groups() -> None:
+    """A group waits until its slots are free; small batches and the last prompts join in
+    smaller groups; a cache that cannot join takes a new batch only when the last one is done."""
+    group = PREFILL_ROWS
+    assert joining(live=0, waiting=100, batch_size=48, can_join=True) == group
+    assert joining(live=48 - group + 1, waiting=100, batch_size=48, can_join=True) == 0
+    assert joining(live=48 - group, waiting=100, batch_size=48, can_join=True) == group
+    assert joining(live=40, waiting=3, batch_size=48, can_join=True) == 3
+    assert joining(live=1, waiting=5, batch_size=2, can_join=True) == 1
+    assert joining(live=14, waiting=5, batch_size=16, can_join=True) == 0  # a quarter: 4
+    assert joining(live=0, waiting=0, batch_size=16, can_join=True) == 0
+    assert joining(live=0, waiting=5, batch_size=8, can_join=False) == 5
+    assert joining(live=3, waiting=5, batch_size=8, can_join=False) == 0
 
 
 def test_tiny_model_is_seeded() -> None:
@@ -95,13 +116,13 @@ def test_stop_string_cuts_the_text_and_ends_the_row(backend: TransformersBackend
 def count_joins(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Records the rows of every batch that prompts joined mid-decode."""
     joins: list[int] = []
-    join = kv_rows.join
+    join = kv_rows.PaddedBatch.join
 
-    def counting(cache, mask, new_cache, new_mask):  # noqa: ANN001, ANN202
-        joins.append(mask.shape[0])
-        return join(cache, mask, new_cache, new_mask)
+    def counting(batch, new_cache, new_mask):  # noqa: ANN001, ANN202
+        joins.append(batch.mask.shape[0])
+        return join(batch, new_cache, new_mask)
 
-    monkeypatch.setattr(kv_rows, "join", counting)
+    monkeypatch.setattr(kv_rows.PaddedBatch, "join", counting)
     return joins
 
 

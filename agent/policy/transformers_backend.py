@@ -3,11 +3,13 @@
 Continuous batching: at most `batch_size` rows decode together, token by token with a KV cache. A
 row leaves the batch (and the cache) as soon as it hits EOS, a stop string or its token limit, and
 waiting prompts (longest first) are prefilled and join as soon as a group of them fits
-(`joining`, `kv_rows`), so the batch stays nearly full until the prompts run out. HumanEval completions range from 10 to 384 tokens (mean 61); with
-fixed batches (`model.generate`) every batch runs as long as its longest row, which at batch 16 is
-2.9x the row-steps actually needed, and a batch shrunk to its last long row costs on a CPU nearly
-as much per step as a full one. With an ES population each row runs with its own member's
-low-rank perturbation (`lowrank.perturbed`), reassigned whenever rows leave or join.
+(`joining`, `kv_rows`), so the batch stays nearly full until the prompts run out. HumanEval
+completions range from 10 to 384 tokens (mean 61); with fixed batches (`model.generate`) every
+batch runs as long as its longest row, which at batch 16 is 2.9x the row-steps actually needed,
+and a batch shrunk to its last long row costs on a CPU nearly as much per step as a full one.
+With an ES population each row runs with its own member's low-rank perturbation
+(`lowrank.perturbed`), reassigned whenever rows leave or join. On a CPU, large weights multiply
+decoding-sized batches through oneDNN (`cpu_linear`).
 """
 
 from __future__ import annotations
@@ -289,7 +291,8 @@ class TransformersBackend:
                     batch.join(new_cache, new_mask)  # type: ignore[union-attr]
                     logits = torch.cat([logits, new_logits])
                 else:
-                    batch = kv_rows.PaddedBatch(new_cache, new_mask, config.batch_size)
+                    rows = min(config.batch_size, len(encoded))
+                    batch = kv_rows.PaddedBatch(new_cache, new_mask, rows)
                     logits = new_logits
                 live += group
             assert batch is not None

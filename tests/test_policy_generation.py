@@ -148,6 +148,23 @@ def test_prompts_joining_a_running_batch_generate_as_alone(
     assert len({g.num_tokens for g in batched}) > 1
 
 
+def test_cache_buffers_moving_mid_decode_change_nothing(
+    backend: TransformersBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 3 spare columns the buffers move every few steps, and joins wider than the batch
+    move them too."""
+    config = GenerationConfig(max_new_tokens=20, batch_size=2)
+    roomy = backend.generate(PROMPTS, config)
+    monkeypatch.setattr(kv_rows, "SPARE_COLUMNS", 3)
+    moves = []
+    move = kv_rows.BufferedLayer._move
+    monkeypatch.setattr(
+        kv_rows.BufferedLayer, "_move", lambda layer, **at: moves.append(at) or move(layer, **at)
+    )
+    assert backend.generate(PROMPTS, config) == roomy
+    assert len(moves) > 10
+
+
 def test_sampling_is_seeded(backend: TransformersBackend) -> None:
     config = GenerationConfig(max_new_tokens=12, temperature=1.0, top_p=0.95, seed=7)
     one = backend.generate(PROMPTS, config)

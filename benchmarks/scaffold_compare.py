@@ -2,7 +2,7 @@
 
 Both run the real path: the scaffold in the sandbox, its LLM calls through the gateway to one
 batched backend, its answers scored in a separate pool. The improved scaffold is the seed with the
-files of `--variant` laid over it (default: benchmarks/scaffolds/selftests, sample 5 and choose
+files of `--variant` laid over it (default: benchmarks/scaffolds/selftests, sample 7 and choose
 by self-written tests). Its own tests must pass in the sandbox first.
 
     python benchmarks/scaffold_compare.py [--model default] [--split mbpp:dev] [--limit 0] [--json PATH]
@@ -90,6 +90,9 @@ def main() -> None:
             figures[f"{name}_pass1"] = passed / len(tasks)
             figures[f"{name}_tokens"] = result.tokens
             figures[f"{name}_s"] = round(seconds, 1)
+            figures[f"{name}_agent_errors"] = {
+                a.task.task_id: a.error for a in result.attempts if a.error is not None
+            }
             console.print(f"{name}: {passed}/{len(tasks)} in {seconds:.0f} s", highlight=False)
     figures["improved_minus_seed"] = figures["improved_pass1"] - figures["seed_pass1"]
     # Paired: the tasks only one of them passes (a tie can hide wins and losses).

@@ -1,6 +1,6 @@
 """Knobs of `solve`: one greedy and SAMPLES sampled candidates, chosen by the model's own tests."""
 
-SAMPLES = 4  # sampled completions, in addition to the greedy one
+SAMPLES = 6  # sampled completions, in addition to the greedy one
 TEMPERATURE = 0.8
 MAX_TOKENS = 384
 STOPS = ["\ndef", "\nclass", "\nif", "\nprint", "\n#"]

@@ -1,9 +1,11 @@
 """How the agent attacks a task: greedy plus sampled candidates, chosen by self-written tests.
 
-The model writes a few asserts for the entry point (inputs and the outputs it expects: CodeT,
-Chen et al. 2022); each candidate runs them in a child process with a time limit, and the one
-that passes the most wins, ties going to the earliest (the greedy candidate first). A candidate
-that does not even load scores below every one that does."""
+The model writes a few asserts for the entry point (inputs and the outputs it expects), and each
+candidate runs them in a child process with a time limit. Candidates that pass the same tests
+agree; a group scores its size times the number of tests it passes (CodeT's dual agreement, Chen
+et al. 2022: a wrong assert is outvoted when most candidates disagree with it), and the best
+group's earliest candidate wins (the greedy one first). A candidate that does not even load, or
+runs out of time, is in no group."""
 
 import os
 import select
@@ -21,8 +23,19 @@ def solve(task, llm):
     tests = own_tests(task, llm)
     if not tests:
         return programs[0]
-    passed = [tests_passed(p, tests) for p in programs]
-    return programs[passed.index(max(passed))]
+    return programs[dual_agreement([tests_passed(p, tests) for p in programs])]
+
+
+def dual_agreement(passed):
+    """Index of the chosen candidate, given each one's passed tests (None: did not run)."""
+    groups = {}
+    for index, tests in enumerate(passed):
+        if tests is not None:
+            groups.setdefault(tests, []).append(index)
+    if not groups:
+        return 0
+    best = max(groups.values(), key=lambda group: (len(group) * len(passed[group[0]]), -group[0]))
+    return best[0]
 
 
 def own_tests(task, llm):
@@ -51,28 +64,30 @@ def _compiles(line):
 
 
 def tests_passed(program, tests):
-    """How many of `tests` the program passes; -1 if it does not load or runs out of time."""
+    """Indices of the `tests` the program passes; None if it does not load or runs out of time."""
     checks = [lambda namespace, test=test: exec(test, namespace) or True for test in tests]
     return _checks_passed(program, checks, settings.RUN_TIMEOUT_S * (1 + len(tests)))
 
 
 def _checks_passed(program, checks, timeout_s):
-    """How many of `checks` (functions of the program's namespace) return true, counted in a
-    child process with a time limit; -1 if the program does not load or runs out of time."""
+    """Indices of the `checks` (functions of the program's namespace) that return true, run in
+    a child process with a time limit; None if the program does not load or runs out of time."""
 
     def run():
         namespace = {}
         exec(program, namespace)
-        passed = 0
+        passed = ""
         for check in checks:
             try:
-                passed += bool(check(namespace))
+                passed += "1" if check(namespace) else "0"
             except Exception:
-                pass
+                passed += "0"
         return passed
 
     out = _in_child(run, timeout_s)
-    return int(out) if out and out.isdigit() else -1
+    if out is None or len(out) != len(checks) + 2:  # repr of a string of 0s and 1s
+        return None
+    return frozenset(i for i, mark in enumerate(out[1:-1]) if mark == "1")
 
 
 def _in_child(fn, timeout_s):
@@ -118,4 +133,4 @@ def examples_passed(program, prompt):
         return check
 
     checks = [reproduces(call, expected) for call, expected in doc_examples(prompt)]
-    return max(0, _checks_passed(program, checks, settings.RUN_TIMEOUT_S))
+    return len(_checks_passed(program, checks, settings.RUN_TIMEOUT_S) or ())

@@ -40,7 +40,7 @@ class BufferedLayer(DynamicLayer):
         self.dtype, self.device = keys.dtype, keys.device
         self.is_initialized = True
         self.max_rows = max(max_rows, keys.shape[0])
-        rows, heads, width, dim = keys.shape
+        _, heads, width, dim = keys.shape
         shape = (self.max_rows, heads, width + SPARE_COLUMNS, dim)
         self._keys = keys.new_zeros(shape)  # zeros: a masked column is never NaN
         self._values = values.new_zeros(shape)

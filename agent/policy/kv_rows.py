@@ -39,9 +39,8 @@ class BufferedLayer(DynamicLayer):
         super().__init__()
         self.dtype, self.device = keys.dtype, keys.device
         self.is_initialized = True
-        self.max_rows = max(max_rows, keys.shape[0])
-        _, heads, width, dim = keys.shape
-        shape = (self.max_rows, heads, width + SPARE_COLUMNS, dim)
+        rows, heads, width, dim = keys.shape
+        shape = (max(max_rows, rows), heads, width + SPARE_COLUMNS, dim)
         self._keys = keys.new_zeros(shape)  # zeros: a masked column is never NaN
         self._values = values.new_zeros(shape)
         self.rows, self.start, self.end = 0, width, width
@@ -65,8 +64,9 @@ class BufferedLayer(DynamicLayer):
     def add_rows(self, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Append rows whose keys end at the current last column (left-padded if shorter)."""
         new_rows, width = keys.shape[0], keys.shape[-2]
-        if self.rows + new_rows > self.max_rows:
-            raise ValueError(f"{self.rows} + {new_rows} rows exceed the {self.max_rows} reserved")
+        reserved = self._keys.shape[0]
+        if self.rows + new_rows > reserved:
+            raise ValueError(f"{self.rows} + {new_rows} rows exceed the {reserved} reserved")
         if width > self.end:
             self._move(left=width - (self.end - self.start), room=SPARE_COLUMNS)
         self.start = min(self.start, self.end - width)

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import threading
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import torch
@@ -27,6 +29,8 @@ from evaluators.datasets import load_humaneval
 from sandbox import Limits, SandboxConfig, SandboxPool, Status
 
 pytestmark = pytest.mark.docker
+
+IMPROVED_SCAFFOLD = Path(__file__).resolve().parents[1] / "benchmarks" / "scaffolds" / "selftests"
 
 NEW_SETTINGS = (
     "SAMPLES = 2\nTEMPERATURE = 0.7\nMAX_TOKENS = 24\n"
@@ -98,8 +102,6 @@ def gateway(backend):
 
 @pytest.fixture(scope="module")
 def agent_pool(sandbox_image, gateway):
-    from pathlib import Path
-
     config = SandboxConfig(workers=2, gateway_dir=str(Path(gateway.socket_path).parent))
     with SandboxPool(config, image=sandbox_image) as pool:
         yield pool
@@ -211,6 +213,17 @@ def test_agent_job_never_sees_the_tests(tasks):
         assert "def check(" not in "".join(job.checks)
 
 
+def test_an_agent_call_may_wait_as_long_as_its_job(agent_pool, gateway, tasks):
+    """The client's per-call timeout is the job's wall clock: in a busy gateway a call waits behind
+    others, and a shorter bound would drop calls whose answers the gateway still computes."""
+    files = {
+        **seed_files(),
+        "scaffold/solve.py": "def solve(task, llm):\n    return repr(llm.timeout_s)\n",
+    }
+    result = solve(files, tasks[:1], agent_pool, gateway, replace(FAST, wall_s=321.0))
+    assert [(a.program, a.error) for a in result.attempts] == [("321.0", None)]
+
+
 def test_scaffold_exception_becomes_an_attempt_error(agent_pool, gateway, tasks):
     files = {
         **seed_files(),
@@ -229,6 +242,27 @@ def test_selftest_passes_for_the_seed_and_catches_breakage(agent_pool):
     broken = {**seed_files(), "scaffold/text.py": "def code_blocks(text):\n    return []\n"}
     (bad,) = agent_pool.run([selftest_job(broken, limits)])
     assert bad.kept[0]["failures"], bad
+
+
+def test_the_hand_written_improvement_passes_its_tests_and_solves_through_the_gateway(
+    agent_pool, gateway, tasks
+):
+    """benchmarks/scaffolds/selftests, the scaffold compared with the seed: its own tests pass in
+    the sandbox, and its four calls per task (continuation, chat, samples, asserts), sent from
+    threads, all go through the gateway."""
+    files = {**seed_files(), **read_files(IMPROVED_SCAFFOLD)}
+    (check,) = agent_pool.run([selftest_job(files, Limits(wall_s=60, cpu_s=60))])
+    assert check.status is Status.PASSED and check.kept[0]["failures"] == [], check
+    assert check.kept[0]["passed"] >= 8  # its own 5 and the seed's 3
+    files = short(files)
+    files["scaffold/settings.py"] = files["scaffold/settings.py"].replace(
+        "CHAT_MAX_TOKENS = 512", "CHAT_MAX_TOKENS = 16"
+    )
+    result = solve(files, tasks[:2], agent_pool, gateway, FAST)
+    assert [a.error for a in result.attempts] == [None, None]
+    calls = [c for s in result.sessions for c in s.calls]
+    assert len(calls) == 4 * 2
+    assert all(a.program for a in result.attempts)
 
 
 def test_check_changes_rejects_bad_diffs():
@@ -308,8 +342,6 @@ def test_a_broken_edit_becomes_a_failure_not_an_exception(agent_pool, gateway, t
 def test_the_real_small_model_runs_the_whole_edit_path(sandbox_image, tasks, scoring_pool):
     """SmolLM2 as policy and proposer: solve, diagnose, improve, validate. Its quality is not
     asserted; the path must end in a Proposal (ok or with a reason), never an exception."""
-    from pathlib import Path
-
     from agent.gateway import tokenizer_chat_template
     from agent.policy.transformers_backend import TransformersBackendConfig
 

@@ -44,7 +44,7 @@ _sys.path.insert(0, {agent_root!r})
 
 def _llm(token):
     from {client_module} import LLM
-    return LLM({socket!r}, token)
+    return LLM({socket!r}, token, timeout_s={call_timeout_s!r})
 
 
 def lineage_solve(tasks, token, threads):
@@ -138,8 +138,12 @@ def lineage_selftest():
 '''
 
 
-def bootstrap(files: Mapping[str, str]) -> str:
-    """The job program for a scaffold: a literal of its files plus the three entry functions."""
+def bootstrap(files: Mapping[str, str], call_timeout_s: float = 600.0) -> str:
+    """The job program for a scaffold: a literal of its files plus the three entry functions.
+
+    `call_timeout_s` bounds one LLM call of the agent. Jobs pass their own wall clock: a call may
+    wait behind many others in a busy gateway, and any shorter bound drops calls whose answer the
+    gateway still computes, so a loaded gateway would spend its time on answers nobody reads."""
     return BOOTSTRAP.format(
         files=dict(files),
         client=CLIENT_SOURCE.read_text(),
@@ -147,6 +151,7 @@ def bootstrap(files: Mapping[str, str]) -> str:
         socket=SOCKET,
         agent_root=AGENT_ROOT,
         workspace=WORKSPACE,
+        call_timeout_s=float(call_timeout_s),
     )
 
 
@@ -164,14 +169,16 @@ def solve_job(
     tag: str = "",
 ) -> Job:
     check = f"keep(lineage_solve({list(tasks)!r}, {token!r}, {int(threads)!r}))"
-    return Job(program=bootstrap(files), checks=(check,), limits=limits, tag=tag)
+    program = bootstrap(files, call_timeout_s=limits.wall_s)
+    return Job(program=program, checks=(check,), limits=limits, tag=tag)
 
 
 def improve_job(
     files: Mapping[str, str], problem_statement: str, token: str, limits: Limits
 ) -> Job:
     check = f"keep(lineage_improve({problem_statement!r}, {token!r}))"
-    return Job(program=bootstrap(files), checks=(check,), limits=limits, tag="improve")
+    program = bootstrap(files, call_timeout_s=limits.wall_s)
+    return Job(program=program, checks=(check,), limits=limits, tag="improve")
 
 
 def selftest_job(files: Mapping[str, str], limits: Limits) -> Job:

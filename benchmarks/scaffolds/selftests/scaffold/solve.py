@@ -1,29 +1,53 @@
-"""How the agent attacks a task: greedy plus sampled candidates, chosen by self-written tests.
+"""How the agent attacks a task: candidates from two views of the prompt, chosen by self-written
+tests.
 
-The model writes a few asserts for the entry point (inputs and the outputs it expects), and each
-candidate runs them in a child process with a time limit. Candidates that pass the same tests
-agree; a group scores its size times the number of tests it passes (CodeT's dual agreement, Chen
-et al. 2022: a wrong assert is outvoted when most candidates disagree with it), and the best
-group's earliest candidate wins (the greedy one first). A candidate that does not even load, or
-runs out of time, is in no group."""
+Candidates: the greedy continuation of the prompt (the seed's answer), the chat model's greedy
+answer to "complete this function" (a different view of the same task, often right where the
+continuation is wrong), and a few continuations sampled at a low temperature. The model writes a
+few asserts for the entry point (inputs and the outputs it expects), and each candidate runs them
+in a child process with a time limit. Candidates that pass the same tests agree; a group scores
+its size times the number of tests it passes (CodeT's dual agreement, Chen et al. 2022: a wrong
+assert is outvoted when most candidates disagree with it), and the best group's earliest
+candidate wins (the greedy continuation first). A candidate that does not even load, or runs out
+of time, is in no group."""
 
 import os
 import select
+from concurrent.futures import ThreadPoolExecutor
 
 from scaffold import settings
-from scaffold.text import doc_examples
+from scaffold.text import doc_examples, last_code_block
 
 
 def solve(task, llm):
     prompt = task["prompt"]
     common = dict(max_tokens=settings.MAX_TOKENS, stop=settings.STOPS)
-    greedy = llm.complete(prompt, temperature=0.0, **common)
-    sampled = llm.complete(prompt, temperature=settings.TEMPERATURE, n=settings.SAMPLES, **common)
-    programs = [prompt + c for c in greedy + sampled]
-    tests = own_tests(task, llm)
+    # The four calls are independent: sent together, the gateway batches them in one pass.
+    with ThreadPoolExecutor(max_workers=4) as calls:
+        greedy = calls.submit(llm.complete, prompt, temperature=0.0, **common)
+        chatted = calls.submit(chat_program, task, llm)
+        sampled = calls.submit(
+            llm.complete, prompt, temperature=settings.TEMPERATURE, n=settings.SAMPLES, **common
+        )
+        asserts = calls.submit(own_tests, task, llm)
+    programs = [prompt + greedy.result()[0], chatted.result()]
+    programs += [prompt + c for c in sampled.result()]
+    tests = asserts.result()
     if not tests:
         return programs[0]
     return programs[dual_agreement([tests_passed(p, tests) for p in programs])]
+
+
+def chat_program(task, llm):
+    """The chat model's whole function, under the prompt's imports (the part before the `def`)."""
+    prompt = task["prompt"]
+    ask = settings.CHAT_ASK + "\n\n```python\n" + prompt + "```"
+    reply = llm.chat(
+        [{"role": "user", "content": ask}], max_tokens=settings.CHAT_MAX_TOKENS, temperature=0.0
+    )[0]
+    code = last_code_block(reply)
+    imports = prompt.split("def " + task["entry_point"], 1)[0]
+    return imports + (reply if code is None else code)
 
 
 def dual_agreement(passed):

@@ -1,4 +1,4 @@
-from scaffold.solve import dual_agreement, own_tests, solve, tests_passed
+from scaffold.solve import chat_program, dual_agreement, own_tests, solve, tests_passed
 
 
 class ScriptedLLM:
@@ -9,6 +9,22 @@ class ScriptedLLM:
 
     def complete(self, prompt, n=1, **_):
         return [self.answers.pop(0) for _ in range(n)]
+
+
+class ScriptedViews:
+    """Answers each kind of call of `solve` (they arrive in any order, from threads)."""
+
+    def __init__(self, greedy, chat, samples, tests):
+        self.greedy, self.chat_reply, self.samples, self.tests = greedy, chat, samples, tests
+
+    def complete(self, prompt, temperature=0.0, n=1, **_):
+        if prompt.endswith("assert half("):
+            return [self.tests]
+        return [self.greedy] if temperature == 0 else self.samples[:n]
+
+    def chat(self, messages, **_):
+        assert "def half(x):" in messages[-1]["content"]
+        return [self.chat_reply]
 
 
 TASK = {"prompt": "def half(x):\n", "entry_point": "half", "task_id": "t"}
@@ -42,8 +58,19 @@ def test_dual_agreement_weighs_groups_by_size_times_tests_passed():
 
 def test_solve_returns_the_best_groups_earliest_candidate():
     greedy, right = "    return 2\n", "    return x // 2\n"
-    samples = ["    return x\n", right, right, "    return 0\n", right, greedy]
-    llm = ScriptedLLM([greedy, *samples, TESTS])
-    assert solve(TASK, llm) == "def half(x):\n" + right
-    tied = ScriptedLLM([right, "    return x / 2\n", right, right, right, right, right, TESTS])
-    assert solve(TASK, tied) == "def half(x):\n" + right
+    chat = "Here it is:\n```python\ndef half(x):\n" + right + "```\n"
+    llm = ScriptedViews(greedy, chat, ["    return x\n", right], TESTS)
+    assert solve(TASK, llm) == "def half(x):\n" + right  # the chat answer's group of 2 wins
+    shifted = "```python\ndef half(x):\n    return x >> 1\n```"
+    tied = ScriptedViews(right, shifted, ["    return x / 2\n", right], TESTS)
+    assert solve(TASK, tied) == "def half(x):\n" + right  # the greedy continuation first
+
+
+def test_chat_program_keeps_the_prompts_imports_and_survives_a_reply_without_code():
+    task = {"prompt": "import math\n\ndef half(x):\n", "entry_point": "half"}
+    reply = "```python\ndef half(x):\n    return x / 2\n```"
+    assert chat_program(task, ScriptedViews("", reply, [], "")) == (
+        "import math\n\ndef half(x):\n    return x / 2\n"
+    )
+    bare = "def half(x): return x / 2"
+    assert chat_program(task, ScriptedViews("", bare, [], "")) == "import math\n\n" + bare

@@ -22,7 +22,7 @@ from scaffold.text import doc_examples, last_code_block
 def solve(task, llm):
     prompt = task["prompt"]
     common = dict(max_tokens=settings.MAX_TOKENS, stop=settings.STOPS)
-    # The four calls are independent: sent together, the gateway batches them in one pass.
+    # Independent calls, sent together: each is batched with the same kind of call of other tasks.
     with ThreadPoolExecutor(max_workers=4) as calls:
         greedy = calls.submit(llm.complete, prompt, temperature=0.0, **common)
         chatted = calls.submit(chat_program, task, llm)

@@ -224,6 +224,26 @@ def test_an_agent_call_may_wait_as_long_as_its_job(agent_pool, gateway, tasks):
     assert [(a.program, a.error) for a in result.attempts] == [("321.0", None)]
 
 
+def test_each_task_in_flight_may_start_threads_of_its_own(agent_pool, gateway, tasks):
+    """Two tasks in flight, each holding 12 threads alive at once (a scaffold's parallel calls and
+    test runs). Both the process allowance (once a fixed 24 per job) and the address space (glibc's
+    per-thread malloc arenas filled 1 GiB at ~20 threads) once stopped this."""
+    solve_source = (
+        "import threading\n"
+        "ALL = threading.Barrier(24, timeout=30)\n"
+        "def solve(task, llm):\n"
+        "    threads = [threading.Thread(target=ALL.wait) for _ in range(12)]\n"
+        "    for t in threads:\n"
+        "        t.start()\n"
+        "    for t in threads:\n"
+        "        t.join()\n"
+        "    return 'ok'\n"
+    )
+    files = {**seed_files(), "scaffold/solve.py": solve_source}
+    result = solve(files, tasks[:2], agent_pool, gateway, FAST)
+    assert [(a.program, a.error) for a in result.attempts] == [("ok", None), ("ok", None)]
+
+
 def test_scaffold_exception_becomes_an_attempt_error(agent_pool, gateway, tasks):
     files = {
         **seed_files(),

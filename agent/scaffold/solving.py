@@ -21,6 +21,8 @@ from evaluators.task import Task
 from evaluators.timeouts import JobRunner
 from sandbox.job import Limits, Status, Verdict
 
+TASK_PROCESSES = 8  # threads + processes one task of an agent job may start
+
 
 class Meter(Protocol):
     """Where long work reports progress (the loop's rich progress bars): `begin` a phase with its
@@ -65,11 +67,13 @@ class SolveConfig:
             raise ValueError(f"SolveConfig.wall_s must be > 0, got {self.wall_s}")
 
     def limits(self) -> Limits:
+        """The job's limits. Each task in flight may run threads and processes of its own (parallel
+        LLM calls, a child process for its tests): `TASK_PROCESSES` each, on top of the job's own."""
         return Limits(
             wall_s=self.wall_s,
             cpu_s=int(self.wall_s) + 1,
             memory_mb=self.memory_mb,
-            processes=self.threads + 24,
+            processes=24 + self.threads * (1 + TASK_PROCESSES),
         )
 
 

@@ -32,7 +32,15 @@ sys.path.insert(0, HERE)
 import referee  # noqa: E402
 
 SCRATCH = ("/tmp", "/dev/shm", "/dev/mqueue")
-ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8", "TMPDIR": "/tmp"}
+# MALLOC_ARENA_MAX: glibc reserves a 64 MiB arena per thread, up to 8 per core; under the address
+# space limit (RLIMIT_AS) that let a 1 GiB job start only ~20 threads.
+ENV = {
+    "PATH": "/usr/local/bin:/usr/bin:/bin",
+    "HOME": "/tmp",
+    "LANG": "C.UTF-8",
+    "TMPDIR": "/tmp",
+    "MALLOC_ARENA_MAX": "2",
+}
 IPC_RMID = 0
 
 

@@ -232,12 +232,19 @@ def test_each_task_in_flight_may_start_threads_of_its_own(agent_pool, gateway, t
         "import threading\n"
         "ALL = threading.Barrier(24, timeout=30)\n"
         "def solve(task, llm):\n"
-        "    threads = [threading.Thread(target=ALL.wait) for _ in range(12)]\n"
+        "    met = []\n"
+        "    def wait():\n"
+        "        try:\n"
+        "            ALL.wait()\n"
+        "            met.append(True)\n"
+        "        except threading.BrokenBarrierError:\n"
+        "            met.append(False)\n"
+        "    threads = [threading.Thread(target=wait) for _ in range(12)]\n"
         "    for t in threads:\n"
         "        t.start()\n"
         "    for t in threads:\n"
         "        t.join()\n"
-        "    return 'ok'\n"
+        "    return 'ok' if all(met) else 'the 24 threads were never alive together'\n"
     )
     files = {**seed_files(), "scaffold/solve.py": solve_source}
     result = solve(files, tasks[:2], agent_pool, gateway, FAST)

@@ -50,6 +50,42 @@ def test_batched_population_forward_equals_explicit_weights(rank):
         assert torch.allclose(batched[member : member + 1], explicit, atol=1e-5), member
 
 
+CUDA = pytest.param(
+    "cuda",
+    marks=[
+        pytest.mark.gpu,
+        pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"),
+    ],
+)
+
+
+@pytest.mark.parametrize("device", ["cpu", CUDA])
+def test_batched_population_forward_in_bf16_is_as_close_as_bf16_itself(device):
+    """bf16 keeps 8 significant bits, so no fixed tolerance fits every logit. The batched path
+    (bf16 base matmul plus the low-rank term computed in bf16 with fp32 accumulation, added in
+    place) must be no farther from the fp32 truth than the explicit bf16 forward (W + sigma E
+    rounded to bf16) is: at most twice its error."""
+    model16 = tiny_model(torch.bfloat16).to(device)
+    model32 = tiny_model(torch.bfloat16).float().to(device)  # the same base weights, in fp32
+    config = EsConfig(population=6, sigma=0.05, rank=2, seed=7)
+    es16, es32 = EggRoll(config, model16), EggRoll(config, model32)
+    population16, population32 = es16.ask(), es32.ask()
+    ids = INPUT.to(device)
+    with torch.no_grad(), perturbed(model16, population16.perturbation) as rows:
+        rows.set(list(range(config.population)))
+        batched = model16(ids.repeat(config.population, 1)).logits.float()
+    base = logits(model32, ids)
+    for member in range(config.population):
+        with es32.member(population32, member):
+            truth = logits(model32, ids)
+        with es16.member(population16, member):
+            explicit16 = logits(model16, ids)
+        bf16_error = (explicit16 - truth).abs().max().item()
+        batched_error = (batched[member] - truth[0]).abs().max().item()
+        assert batched_error <= 2 * bf16_error, (member, batched_error, bf16_error)
+        assert (truth - base).abs().max().item() > 10 * batched_error, member
+
+
 def test_antithetic_members_are_exact_negatives_and_cancel():
     model = tiny_model()
     es = EggRoll(EsConfig(population=4, sigma=0.01, seed=1), model)

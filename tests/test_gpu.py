@@ -66,28 +66,6 @@ def test_batched_perturbed_forward_equals_explicit_weights_fp32():
         assert (explicit - base).abs().max().item() > 1e-2, member
 
 
-def test_batched_perturbed_forward_bf16_is_as_close_as_bf16_itself():
-    """bf16 keeps 8 significant bits, so no fixed tolerance fits every logit. The batched path
-    (bf16 base matmul + fp32 low-rank term rounded once) must be no farther from the fp32 truth
-    than the explicit bf16 forward (W + sigma E rounded to bf16) is: at most twice its error."""
-    model16, _ = model_on(DEVICE, torch.bfloat16)
-    model32 = copy.deepcopy(model16).float()  # the same base weights, exactly, in fp32
-    config = EsConfig(population=6, sigma=0.05, rank=2, seed=7)
-    es16, es32 = EggRoll(config, model16), EggRoll(config, model32)
-    population16, population32 = es16.ask(), es32.ask()
-    batched = batched_logits(model16, es16, population16)
-    base = logits(model32)
-    for member in range(config.population):
-        with es32.member(population32, member):
-            truth = logits(model32)
-        with es16.member(population16, member):
-            explicit16 = logits(model16)
-        bf16_error = (explicit16 - truth).abs().max().item()
-        batched_error = (batched[member] - truth[0]).abs().max().item()
-        assert batched_error <= 2 * bf16_error, (member, batched_error, bf16_error)
-        assert (truth - base).abs().max().item() > 10 * batched_error, member
-
-
 def test_noise_is_the_same_on_cpu_and_cuda():
     """Noise is drawn on the CPU and moved: member weights agree bit for bit across devices."""
     config = EsConfig(population=4, sigma=0.05, rank=2, seed=3)

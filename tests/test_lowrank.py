@@ -50,7 +50,7 @@ def test_batched_forward_matches_explicit_weights(rank):
         assert torch.allclose(batched[row : row + 1], expected, atol=1e-5), (row, member)
 
 
-def test_hooks_are_removed_and_rows_are_required():
+def test_forwards_are_restored_and_rows_are_required():
     model = make_model()
     pert = random_perturbation(model, members=2, rank=1, sigma=0.1)
     x = torch.randn(2, 16)
@@ -58,11 +58,19 @@ def test_hooks_are_removed_and_rows_are_required():
     with perturbed(model, pert) as rows, pytest.raises(RuntimeError, match="rows.set"):
         model(x)
     with perturbed(model, pert) as rows:
+        assert all("forward" in vars(model[i]) for i in (0, 2))
         rows.set([-1, -1])
         assert torch.equal(model(x), base)  # -1 rows are exactly unperturbed
         rows.set([0])
         with pytest.raises(ValueError, match="member_of_row"):
             model(x)
+        rows.set([-1])
+        with pytest.raises(ValueError, match="member_of_row"):
+            model(x)
+        for outside in ([0, 2], [-2, 0]):  # members are 0 and 1; -1 is the only other entry
+            with pytest.raises(ValueError, match=r"in \[-1, 2\)"):
+                rows.set(outside)
+    assert not any("forward" in vars(m) for m in model)
     assert torch.equal(model(x), base)
 
 

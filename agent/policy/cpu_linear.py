@@ -54,8 +54,9 @@ def _switches(module: nn.Module) -> bool:
 
 @contextmanager
 def onednn_linears(model: nn.Module) -> Iterator[int]:
-    """Large fp32 CPU Linear layers use oneDNN for small batches within the block (forward
-    hooks, such as the ES low-rank terms, still run); yields how many layers switched."""
+    """Large fp32 CPU Linear layers use oneDNN for small batches within the block; yields how
+    many layers switched. Enter it before `lowrank.perturbed`, whose layers then wrap this
+    forward (a layer whose forward is already overridden is left as it is)."""
     switched = [m for m in model.modules() if _switches(m)] if available() else []
     for module in switched:
         module.forward = MethodType(_forward, module)

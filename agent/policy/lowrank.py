@@ -10,15 +10,25 @@ is 2 r (in + out) multiply-adds per token and layer. No member ever gets a copy 
 
 Usage: `with perturbed(model, perturbation) as rows:` then `rows.set(member_of_row)` before each
 forward (or `generate`) on a batch; row i uses member `member_of_row[i]`, and -1 means unperturbed.
-The low-rank term is computed in fp32 and added in the layer's output dtype.
+
+Decoding a small model is bound by how many ops are launched, not by arithmetic: measured with
+`benchmarks/perturb_overhead.py` (the default model's 24 blocks at a width where compute vanishes),
+a plain decoding step dispatches 1,427 ops. The low-rank term therefore costs exactly two ops per
+layer, `bmm` for x B_m and an in-place `baddbmm_` that adds (x B_m) A_m^T to the layer's output,
+in the layer's own dtype (bf16 and fp16 matmuls accumulate in fp32; the scale sigma / sqrt(r)
+sits in B, so fp16 never holds the unscaled x B). It wraps the layer's forward rather than
+hooking it, as a forward hook sends every call through nn.Module's slow path. The earlier form
+(fp32 casts there and back, two `bmm`s, an add, a hook: 7 ops) ran at 0.66 of plain there, and
+0.58-0.65 on an H100.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from types import MethodType
 
 import torch
 from torch import nn
@@ -60,68 +70,101 @@ class PopulationPerturbation:
 class RowAssignment:
     """Which member each row of the next forward belongs to (set per batch).
 
-    Each hook gathers its rows' factors once per `set` and reuses them for every forward until
-    the next `set` (decoding runs hundreds of forwards per assignment): on a GPU the per-layer
-    gathers, masks and host-to-device index copies would otherwise be small kernels and syncs
-    launched 7 times per block per token."""
+    Each layer gathers its rows' factors once per `set` and reuses them for every forward until
+    the next `set`. With continuous batching rows leave every few steps, and each leaving is a new
+    assignment, so the index the layers gather with is made once per set and device (unperturbed
+    rows point at a zero slot after the last member): a new assignment costs each layer two
+    gathers, not a host-to-device copy, masks and a multiply each."""
 
-    def __init__(self) -> None:
+    def __init__(self, members: int) -> None:
+        self.members = members
         self.member_of_row: torch.Tensor | None = None
         self.any_active = False
         self.version = 0
+        self._slots: dict[torch.device, torch.Tensor] = {}
 
     def set(self, member_of_row: Sequence[int] | torch.Tensor) -> None:
         rows = torch.as_tensor(member_of_row, dtype=torch.long)
+        if rows.numel() and not (int(rows.min()) >= -1 and int(rows.max()) < self.members):
+            raise ValueError(f"member_of_row entries must be in [-1, {self.members})")
         self.member_of_row = rows
         self.any_active = bool((rows >= 0).any())  # one check per set, not per layer and token
+        self._slots = {}
         self.version += 1
 
+    def slots(self, device: torch.device) -> torch.Tensor:
+        """Each row's slot in the layers' factors, on `device`: its member, or the zero slot."""
+        index = self._slots.get(device)
+        if index is None:
+            rows = self.member_of_row
+            index = torch.where(rows >= 0, rows, self.members).to(device)  # type: ignore[arg-type]
+            self._slots[device] = index
+        return index
 
-def _low_rank_hook(a: torch.Tensor, b: torch.Tensor, scale: float, rows: RowAssignment, name: str):
+
+def _perturbed_forward(
+    base: Callable[[torch.Tensor], torch.Tensor],
+    a_slots_t: torch.Tensor,
+    b_slots: torch.Tensor,
+    rows: RowAssignment,
+    name: str,
+):
+    """`base` (the layer's own forward) plus each row's low-rank term. Slot m < P of `a_slots_t`
+    (P + 1, r, out) holds A_m^T, of `b_slots` (P + 1, in, r) B_m sigma / sqrt(r); slot P is zero.
+    Both are on the layer's device in its dtype."""
     cache: dict[str, object] = {"version": None}
 
-    def gathered(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B rows (batch, in, r), scale * A rows^T (batch, r, out)), zero for -1 rows."""
+    def gathered() -> tuple[torch.Tensor, torch.Tensor]:
+        """(scaled B rows (batch, in, r), A rows^T (batch, r, out))."""
         if cache["version"] != rows.version:
-            index = rows.member_of_row.to(device)  # type: ignore[union-attr]
-            member = index.clamp(min=0)
-            active = (index >= 0).to(a.dtype).view(-1, 1, 1)
-            cache["b"] = b[member]
-            cache["a_t"] = (a[member] * (active * scale)).transpose(1, 2)
+            index = rows.slots(b_slots.device)
+            cache["b"], cache["a_t"] = (
+                b_slots.index_select(0, index),
+                a_slots_t.index_select(0, index),
+            )
             cache["version"] = rows.version
         return cache["b"], cache["a_t"]  # type: ignore[return-value]
 
-    def hook(
-        module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
-    ) -> torch.Tensor:
-        index = rows.member_of_row
-        if index is None:
+    def forward(self: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        y = base(x)
+        if rows.member_of_row is None:
             raise RuntimeError("call rows.set(member_of_row) before running a perturbed forward")
-        x = inputs[0]
-        if x.shape[0] != index.shape[0]:
+        if x.shape[0] != rows.member_of_row.shape[0]:
             raise ValueError(
-                f"{name}: batch has {x.shape[0]} rows, member_of_row has {index.shape[0]}"
+                f"{name}: batch has {x.shape[0]} rows, member_of_row has "
+                f"{rows.member_of_row.shape[0]}"
             )
         if not rows.any_active:
-            return output
-        b_rows, a_rows_t = gathered(x.device)
-        flat = x.reshape(x.shape[0], -1, x.shape[-1]).float()  # (batch, tokens, in)
-        delta = torch.bmm(torch.bmm(flat, b_rows), a_rows_t)  # (batch, tokens, out)
-        return output + delta.reshape(output.shape).to(output.dtype)
+            return y
+        b_rows, a_rows_t = gathered()
+        if x.dim() == 3:  # (batch, tokens, features): every transformer's hidden states
+            return y.baddbmm_(torch.bmm(x, b_rows), a_rows_t)
+        x3 = x.reshape(x.shape[0], -1, x.shape[-1])  # any other shape: rows first
+        y.view(y.shape[0], -1, y.shape[-1]).baddbmm_(torch.bmm(x3, b_rows), a_rows_t)
+        return y
 
-    return hook
+    return forward
+
+
+def _with_zero_slot(factor: torch.Tensor) -> torch.Tensor:
+    """(P, n, r) in fp32 with a zero slot P appended, where unperturbed rows point."""
+    factor = factor.float()
+    return torch.cat([factor, factor.new_zeros(1, *factor.shape[1:])])
 
 
 @contextmanager
 def perturbed(model: nn.Module, perturbation: PopulationPerturbation) -> Iterator[RowAssignment]:
-    """Add each row's member perturbation to the named Linear layers for the block's duration."""
+    """Add each row's member perturbation to the named Linear layers for the block's duration.
+
+    Each layer's forward, as it is on entry (its class's, or an override such as `cpu_linear`'s
+    oneDNN path), is wrapped, and put back on exit; nest overrides in last-in, first-out order."""
     modules = dict(model.named_modules())
     missing = sorted(set(perturbation.factors) - set(modules))
     if missing:
         raise KeyError(f"the model has no modules named {missing[:5]}")
-    rows = RowAssignment()
+    rows = RowAssignment(perturbation.members)
     scale = perturbation.sigma / math.sqrt(perturbation.rank)
-    handles = []
+    wrapped: list[tuple[nn.Module, object]] = []  # (layer, its own forward attribute or None)
     try:
         for name, (a, b) in perturbation.factors.items():
             layer = modules[name]
@@ -133,12 +176,20 @@ def perturbed(model: nn.Module, perturbation: PopulationPerturbation) -> Iterato
                     f"{name}: weight is {out_features}x{in_features}, factors are "
                     f"{a.shape[1]}x{a.shape[2]} and {b.shape[1]}x{b.shape[2]}"
                 )
-            device = layer.weight.device
-            hook = _low_rank_hook(
-                a.to(device, torch.float32), b.to(device, torch.float32), scale, rows, name
+            place = {"device": layer.weight.device, "dtype": layer.weight.dtype}
+            forward = _perturbed_forward(
+                layer.forward,
+                _with_zero_slot(a).transpose(1, 2).contiguous().to(**place),
+                (_with_zero_slot(b) * scale).to(**place),
+                rows,
+                name,
             )
-            handles.append(layer.register_forward_hook(hook))
+            wrapped.append((layer, vars(layer).get("forward")))
+            layer.forward = MethodType(forward, layer)
         yield rows
     finally:
-        for handle in handles:
-            handle.remove()
+        for layer, own in reversed(wrapped):
+            if own is None:
+                del layer.forward
+            else:
+                layer.forward = own

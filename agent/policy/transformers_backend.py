@@ -223,10 +223,10 @@ class TransformersBackend:
             check_member_of_row(len(prompts), perturbation, member_of_row)
         encoded = [self.tokenizer(p)["input_ids"] for p in prompts]
         with (
+            onednn_linears(self.model),  # first: the population's layers wrap its forwards
             self._population(perturbation) as rows,
             torch.inference_mode(),
             attention_kernels(self.device),
-            onednn_linears(self.model),
         ):
             return self._decode(encoded, config, _Members(rows, member_of_row), on_done)
 
@@ -339,7 +339,7 @@ class TransformersBackend:
 
 class _Members:
     """Keeps the population's row-to-member map in step with the batch's rows (set only when the
-    rows change: each set makes every hooked layer gather its rows' factors again)."""
+    rows change: each set makes every perturbed layer gather its rows' factors again)."""
 
     def __init__(self, rows: RowAssignment | None, member_of_row: Sequence[int] | None) -> None:
         self.rows = rows

@@ -104,16 +104,17 @@ def relative_step_alpha(model: torch.nn.Module, config: EsConfig, relative: floa
     return relative * weights / norm_at_one
 
 
-def test_bf16_es_step_keeps_fp32_master_weights_on_cuda():
+def test_bf16_es_step_keeps_fp32_master_weights_in_host_memory():
+    """A bf16 model on CUDA: the fp32 master lives on the host (on the GPU it would double the
+    model's memory), and the GPU weights are the master rounded once."""
     model, _ = model_on(DEVICE, torch.bfloat16)
     base = base_weights(model, EsConfig().target_modules)
     config = EsConfig(population=8, sigma=1e-3, seed=4)
     config = EsConfig(**{**config.to_dict(), "alpha": relative_step_alpha(model, config, 1e-5)})
     es = EggRoll(config, model)
     assert not es.shares_master
-    assert all(
-        w.dtype == torch.float32 and w.device.type == DEVICE.type for w in es.master.values()
-    )
+    assert all(w.dtype == torch.float32 and w.device.type == "cpu" for w in es.master.values())
+    assert all(w.device.type == "cpu" for w in base.values())
     record = es.tell(es.ask(), REWARDS)
     m = record.metrics
     relative = m["update_norm"] / sum(float(w.square().sum()) for w in base.values()) ** 0.5
@@ -121,7 +122,8 @@ def test_bf16_es_step_keeps_fp32_master_weights_on_cuda():
     assert m["cosine_realized_intended"] >= 0.99 and m["fraction_changed"] > 0.9, m
     assert m["model_fraction_changed"] < 0.5, m  # bf16 alone would have swallowed most of it
     for name, layer in es.layers.items():  # the model runs the master, rounded once
-        assert torch.equal(layer.weight, es.master[name].to(torch.bfloat16)), name
+        assert layer.weight.device.type == DEVICE.type, name
+        assert torch.equal(layer.weight.cpu(), es.master[name].to(torch.bfloat16)), name
     replayed, _ = replay(base, [record])
     assert all(torch.equal(replayed[n], es.master[n]) for n in es.master)
 
@@ -141,10 +143,11 @@ def test_replay_is_bit_identical_on_cuda_and_across_devices(optimizer):
         return records, base, {n: w.clone() for n, w in es.master.items()}
 
     records, base, final = run(DEVICE)
-    assert all(w.device.type == DEVICE.type for w in final.values())
+    assert all(w.device.type == DEVICE.type for w in final.values())  # fp32: the model's own
     chain = [EsRecord.from_json(r.to_json()) for r in records]
-    on_gpu, _ = replay(base, chain)
-    on_cpu, _ = replay({n: w.cpu() for n, w in base.items()}, chain)
+    on_gpu, _ = replay({n: w.to(DEVICE) for n, w in base.items()}, chain)
+    assert all(w.device.type == DEVICE.type for w in on_gpu.values())
+    on_cpu, _ = replay(base, chain)  # base weights are kept on the host
     cpu_records, _, cpu_final = run(torch.device("cpu"))
     for gpu_record, cpu_record in zip(records, cpu_records, strict=True):
         # Metrics are float sums reduced on the weights' device: equal up to summation order.

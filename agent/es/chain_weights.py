@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from agent.es.eggroll import OptimizerState, apply_record
+from agent.es.eggroll import OptimizerState, apply_record, host_fp32
 from agent.es.record import EsRecord
 from agent.es.replay import base_weights, load_into
 
@@ -51,7 +51,7 @@ class ChainWeights:
         self.base: dict[str, torch.Tensor] = (
             base_weights(model, target_modules) if target_modules else {}
         )
-        self.master: dict[str, torch.Tensor] = {}  # base + the loaded chain, fp32
+        self.master: dict[str, torch.Tensor] = {}  # base + the loaded chain, fp32, on the host
         self.state = OptimizerState()
         self.loaded: list[str] = []  # the loaded chain, one canonical JSON per record
 
@@ -69,7 +69,7 @@ class ChainWeights:
         if unknown:
             raise KeyError(f"the ES records target Linear modules the model lacks: {unknown[:5]}")
         for name in new:  # never touched before, so still pristine: keep them now
-            self.base[name] = by_name[name].weight.detach().float().clone()
+            self.base[name] = host_fp32(by_name[name].weight)
         extends = keys[: len(self.loaded)] == self.loaded and not new and self.master
         if not extends:
             self.master = {n: w.clone() for n, w in self.base.items()}

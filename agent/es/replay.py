@@ -16,16 +16,13 @@ from pathlib import Path
 
 import torch
 
-from agent.es.eggroll import OptimizerState, apply_record, select_targets
+from agent.es.eggroll import OptimizerState, apply_record, host_fp32, select_targets
 from agent.es.record import EsRecord
 
 
 def base_weights(model: torch.nn.Module, target_modules: Sequence[str]) -> dict[str, torch.Tensor]:
-    """fp32 copies of the targeted weights, the starting point of every chain."""
-    return {
-        n: m.weight.detach().float().clone()
-        for n, m in select_targets(model, target_modules).items()
-    }
+    """fp32 copies of the targeted weights in host memory, the starting point of every chain."""
+    return {n: host_fp32(m.weight) for n, m in select_targets(model, target_modules).items()}
 
 
 def replay(

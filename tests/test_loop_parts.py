@@ -7,9 +7,10 @@ import random
 from dataclasses import asdict
 from types import SimpleNamespace
 
+import pytest
 import torch
 
-from agent.es import EggRoll, EsConfig
+from agent.es import EggRoll, EsConfig, eggroll
 from agent.es.chain_weights import ChainWeights
 from agent.es.record import EsRecord
 from agent.es.replay import base_weights, replay
@@ -49,6 +50,57 @@ def test_policy_weights_switch_between_branches_bit_exactly():
         expected, _ = replay(base, [EsRecord(**r) for r in chain])
         got = targeted(model)
         assert all(torch.equal(got[k], expected[k]) for k in expected), chain
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_an_es_step_extends_the_loaded_chain_in_place(dtype):
+    """The loop's ES step moves the chain's own fp32 master and Adam state (no copy of the
+    weights): what `tell` leaves is bit for bit what replaying the chain gives, in the model
+    too, and the record counts as loaded, so setting the child's chain applies nothing again."""
+    model, _ = tiny_model(TinyModelConfig(seed=1))
+    model = model.to(dtype)
+    base = targeted(model)
+    weights = ChainWeights(model, TARGETS)
+    r1 = record(model, 1, seed=0)  # an SGD parent
+    weights.set([r1])
+    config = EsConfig(population=4, seed=0, target_modules=TARGETS, alpha=0.05, optimizer="adam")
+    es = weights.strategy(config, step=2)
+    assert es.master is weights.master and es.state is weights.state
+    r2 = es.tell(es.ask(), [1.0, 0.0, 0.5, 0.2])
+    expected, _ = replay(base, [EsRecord(**r1), r2])
+    assert all(torch.equal(weights.master[k], expected[k]) for k in expected)
+    assert all(torch.equal(targeted(model)[k], expected[k].to(dtype).float()) for k in expected)
+    master = {k: w.clone() for k, w in weights.master.items()}
+    weights.set([r1, asdict(r2)])  # the child's chain, as the archive returns it
+    assert all(torch.equal(weights.master[k], master[k]) for k in master)
+
+
+def test_an_es_step_that_breaks_off_leaves_no_half_moved_chain(monkeypatch):
+    model, _ = tiny_model(TinyModelConfig(seed=1))
+    base = targeted(model)
+    weights = ChainWeights(model, TARGETS)
+    r1 = record(model, 1, seed=0)
+    weights.set([r1])
+    es = weights.strategy(EsConfig(population=4, seed=0, target_modules=TARGETS), step=2)
+    population = es.ask()
+    real = eggroll.gradient_estimate
+    calls = []
+
+    def breaks_on_the_second_module(*args):  # noqa: ANN002, ANN202
+        calls.append(args[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(eggroll, "gradient_estimate", breaks_on_the_second_module)
+    with pytest.raises(KeyboardInterrupt):
+        es.tell(population, [1.0, 0.0, 0.5, 0.2])
+    monkeypatch.undo()
+    weights.set([r1])  # the same chain: rebuilt from the base, not the half-moved master
+    expected, _ = replay(base, [EsRecord(**r1)])
+    assert all(torch.equal(targeted(model)[k], expected[k]) for k in expected)
+    with pytest.raises(RuntimeError, match="no chain is loaded"):
+        ChainWeights(model, TARGETS).strategy(es.config, step=3)
 
 
 def test_operator_mix_and_bandit():

@@ -17,7 +17,8 @@ from typing import Any
 
 import torch
 
-from agent.es.eggroll import OptimizerState, apply_record, host_fp32
+from agent.es.config import EsConfig
+from agent.es.eggroll import EggRoll, OptimizerState, apply_record, host_fp32
 from agent.es.record import EsRecord
 from agent.es.replay import base_weights, load_into
 
@@ -79,3 +80,22 @@ class ChainWeights:
             apply_record(self.master, record, self.state)
             self.loaded.append(key)
         load_into(self.model, self.master)
+
+    def strategy(self, config: EsConfig, step: int) -> EggRoll:
+        """An ES strategy for the next step of the loaded chain. It moves this chain's own
+        master weights and optimizer state (no copy of the weights, and Adam's moments are the
+        chain's, as replay has them), and its `tell` extends the loaded chain by its record."""
+        if not self.master:
+            raise RuntimeError(
+                "no chain is loaded: set one (the base model is []) before an ES step, with the "
+                "targeted modules captured (ChainWeights(model, target_modules))"
+            )
+        return EggRoll(config, self.model, step, chain=self)
+
+    def applied(self, record: EsRecord | None) -> None:
+        """A strategy from `strategy` applied `record` to the master: it is now loaded. None (it
+        broke off part way): the next `set` rebuilds from the base."""
+        if record is None:
+            self.master, self.state, self.loaded = {}, OptimizerState(), []
+        else:
+            self.loaded.append(record.to_json())

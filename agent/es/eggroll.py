@@ -11,7 +11,9 @@ in bf16/fp16 a separate fp32 copy is kept and written back after each update, be
 too few mantissa bits to hold steps of about 1e-5 (they round away). That copy lives in host
 memory (`host_fp32`) wherever the model runs: on a GPU it would double the bf16 model's memory
 (measured on an H100: a bf16 step peaked at 2.2x the GPU memory of inference), and the update is
-computed on the CPU anyway, so only the rounded weights cross to the device. The update is
+computed on the CPU anyway, so only the rounded weights cross to the device. A strategy may
+instead move a chain's own master and optimizer state (`ChainWeights.strategy`, the loop's ES
+step): then its `tell` is that chain's next record exactly as replay applies it. The update is
 W += alpha / (N sigma) * sum_i f_i E_i, computed from each pair's factors as rank-1 updates in a
 fixed order: elementwise work only, so the result does not depend on thread count, and `tell` and
 `replay` share `apply_record`, which makes replay bit-identical by construction.
@@ -23,6 +25,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -59,6 +62,17 @@ class OptimizerState:
     steps: int = 0
     first: dict[str, torch.Tensor] | None = None
     second: dict[str, torch.Tensor] | None = None
+
+
+class ChainState(Protocol):
+    """Weights rebuilt from a chain of records, which an ES step may extend in place."""
+
+    master: dict[str, torch.Tensor]  # fp32
+    state: OptimizerState
+
+    def applied(self, record: EsRecord | None) -> None:
+        """`record` has just been applied to `master` and `state`: it is the chain's next.
+        None: an application broke off, and they are in no known state."""
 
 
 def gradient_estimate(record: EsRecord, module: str, shape: tuple[int, int]) -> torch.Tensor:
@@ -167,21 +181,38 @@ class Population:
 class EggRoll:
     """Ask/tell ES over the model's targeted Linear weights."""
 
-    def __init__(self, config: EsConfig, model: nn.Module, step: int = 0) -> None:
+    def __init__(
+        self,
+        config: EsConfig,
+        model: nn.Module,
+        step: int = 0,
+        chain: ChainState | None = None,
+    ) -> None:
+        """`chain`: master weights and optimizer state to move instead of the strategy's own (a
+        `ChainWeights`' own, so that `tell` is exactly the chain's next replayed record)."""
         self.config = config
         self.model = model
         self.layers = select_targets(model, config.target_modules)
         self.shapes = {name: tuple(layer.weight.shape) for name, layer in self.layers.items()}
-        # The model's own fp32 tensors are the master weights; lower precision gets an fp32 copy
-        # in host memory.
-        self.shares_master = all(
-            layer.weight.dtype == torch.float32 for layer in self.layers.values()
-        )
-        self.master = {
-            name: layer.weight.data if self.shares_master else host_fp32(layer.weight)
-            for name, layer in self.layers.items()
-        }
-        self.state = OptimizerState()
+        self.chain = chain
+        if chain is not None:
+            missing = sorted(set(self.layers) - set(chain.master))
+            if missing:
+                raise ValueError(f"the chain's master weights lack targeted modules {missing[:5]}")
+            self.shares_master = False  # the model runs a copy, written back after each tell
+            self.master = chain.master
+            self.state = chain.state
+        else:
+            # The model's own fp32 tensors are the master weights; lower precision gets an fp32
+            # copy in host memory.
+            self.shares_master = all(
+                layer.weight.dtype == torch.float32 for layer in self.layers.values()
+            )
+            self.master = {
+                name: layer.weight.data if self.shares_master else host_fp32(layer.weight)
+                for name, layer in self.layers.items()
+            }
+            self.state = OptimizerState()
         self.step = step
         self._full_rank_copy: dict[str, torch.Tensor] | None = None
 
@@ -213,10 +244,18 @@ class EggRoll:
             fitness_mean=sum(flat) / len(flat),
             parent=parent,
         )
-        metrics = self._apply_and_measure(record)
+        try:
+            metrics = self._apply_and_measure(record)
+        except BaseException:
+            if self.chain is not None:
+                self.chain.applied(None)
+            raise
         self._full_rank_copy = None  # the weights moved: a copy for `member` must be retaken
         self.step += 1
-        return EsRecord(**{**record.__dict__, "metrics": metrics})
+        told = EsRecord(**{**record.__dict__, "metrics": metrics})
+        if self.chain is not None:
+            self.chain.applied(told)
+        return told
 
     def _apply_and_measure(self, record: EsRecord) -> dict[str, float]:
         """Apply the step; compare how far the weights actually moved with the intended step

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agent.es import EggRoll, EsConfig
+from agent.es import EsConfig
 from agent.es.eggroll import Population
 from agent.es.trainer import EsTrainer, EsTrainerConfig, Evaluated
 from agent.gateway import ExternalEndpoint
@@ -90,7 +90,7 @@ def es_step(rt: Runtime, parent_id: str, iteration: int) -> Child:
     chain = rt.archive.weights_chain(parent_id).records
     rt.set_weights(chain)
     files = scaffold_files(rt.archive, parent_id)
-    es = EggRoll(es_config(rt), rt.backend.model, step=iteration)
+    es = rt.weights.strategy(es_config(rt), step=iteration)  # moves the chain's own master
     trainer = EsTrainer(
         es,
         None,
@@ -101,7 +101,7 @@ def es_step(rt: Runtime, parent_id: str, iteration: int) -> Child:
     )
     result = trainer.step(parent=parent_id)
     record = asdict(result.record)
-    rt.set_weights([*chain, record])  # the model now holds exactly the replayable child
+    rt.set_weights([*chain, record])  # loaded here already: this reaches the Ray replicas
     return Child(
         "es_step",
         es_record=record,

@@ -75,7 +75,7 @@ def test_an_es_step_extends_the_loaded_chain_in_place(dtype):
     assert all(torch.equal(weights.master[k], master[k]) for k in master)
 
 
-def test_an_es_step_that_breaks_off_leaves_no_half_moved_chain(monkeypatch):
+def test_a_broken_off_or_stale_es_step_cannot_corrupt_the_chain(monkeypatch):
     model, _ = tiny_model(TinyModelConfig(seed=1))
     base = targeted(model)
     weights = ChainWeights(model, TARGETS)
@@ -101,6 +101,11 @@ def test_an_es_step_that_breaks_off_leaves_no_half_moved_chain(monkeypatch):
     assert all(torch.equal(targeted(model)[k], expected[k]) for k in expected)
     with pytest.raises(RuntimeError, match="no chain is loaded"):
         ChainWeights(model, TARGETS).strategy(es.config, step=3)
+    stale = weights.strategy(es.config, step=2)
+    weights.set([])  # another chain: the strategy's master is no longer the chain's
+    with pytest.raises(RuntimeError, match="set to other weights"):
+        stale.tell(stale.ask(), [1.0, 0.0, 0.5, 0.2])
+    assert all(torch.equal(targeted(model)[k], base[k]) for k in base)
 
 
 def test_operator_mix_and_bandit():

@@ -234,6 +234,8 @@ class EggRoll:
             raise ValueError(
                 f"expected {self.config.population} rewards (one per member), got {len(rewards)}"
             )
+        if self.chain is not None and self.chain.master is not self.master:
+            raise RuntimeError("the chain was set to other weights since this strategy was made")
         coefficients = SHAPERS[self.config.shaping](rewards)
         flat = [x for r in rewards for x in (r if isinstance(r, (list, tuple)) else [r])]
         record = EsRecord(

@@ -13,8 +13,9 @@ seven projections per block) at a width where the arithmetic vanishes, and measu
 - what a new row-to-member assignment adds to the next forward, in ops and microseconds: with
   continuous batching, rows that finish make a new assignment every few steps.
 
-`eggroll_vs_plain` here tracks es_bench's figure on a GPU (the earlier 7-op form measured 0.66
-here and 0.58-0.65 on an H100); on a GPU this script measures the regime directly (`--device`).
+`eggroll_vs_plain` here tracks es_bench's figure on a GPU (the earlier 7-op form measured
+0.67-0.69 here and 0.58-0.65 on an H100); on a GPU this script measures the regime directly
+(`--device`).
 
     python benchmarks/perturb_overhead.py [--members 8] [--device cpu] [--json PATH]
 """
@@ -41,6 +42,12 @@ class OpCounter(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         self.ops += 1
         return func(*args, **(kwargs or {}))
+
+
+def synchronize(args) -> None:
+    """Wait for the GPU's queued work, so a timer around it measures the work itself."""
+    if args.device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def build(args):
@@ -82,8 +89,7 @@ def measure(args) -> dict[str, float]:
     def run(path: str, tokens: int) -> None:
         config = GenerationConfig(max_new_tokens=tokens, batch_size=len(rows))
         backend.generate(rows, config, *paths[path])
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
+        synchronize(args)
 
     def ops(path: str, tokens: int) -> int:
         with OpCounter() as counter:
@@ -130,8 +136,7 @@ def reassignment(model, perturbation, member_of_row: list[int], args) -> dict[st
         if order is not None:
             rows.set(order)
         model(ids)
-        if args.device.startswith("cuda"):
-            torch.cuda.synchronize()
+        synchronize(args)
         return time.perf_counter() - started
 
     with torch.inference_mode(), perturbed(model, perturbation) as rows:

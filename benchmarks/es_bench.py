@@ -4,9 +4,10 @@ One run, same prompts, same rows (members x prompts), greedy, a fixed number of 
 - plain: the base model generates all rows in batches (the limit);
 - eggroll: the same rows, each with its member's low-rank perturbation, in the same batches;
 - naive: member by member, perturb the weights in place, generate that member's rows, restore.
-Peak RSS of inference alone and of a whole ES step (ask, population generate, tell) are measured
-in separate child processes, each with the kernel's peak counter reset after the model is loaded
-(both keep the weights resident; loading's transient copies would otherwise set both peaks). On
+Peak RSS of inference alone and of a whole ES step as the loop runs it (a `ChainWeights` on the
+model, its chain set, then ask, population generate, tell) are measured in separate child
+processes, each with the kernel's peak counter reset after the model is loaded (both keep the
+weights resident; loading's transient copies would otherwise set both peaks). On
 CUDA the children also report peak GPU memory (torch.cuda.max_memory_allocated, reset likewise),
 and every path is warmed up once before it is timed (kernel loading, cuBLAS handles).
 `--repeats K` times plain and eggroll K times each, interleaved, and keeps each one's best: on a
@@ -34,9 +35,9 @@ from rich.table import Table
 
 
 def build(args):
-    """Backend, rows, their members, decoding settings, and a maker for the ES strategy (made
-    only when needed: with a bf16 model it allocates the fp32 master copy, part of a step's cost)."""
-    from agent.es import EggRoll, EsConfig
+    """Backend, rows, their members, decoding settings, and a maker for the throughput passes'
+    ES strategy (made only when needed: with a bf16 model it spills an fp32 master copy)."""
+    from agent.es import EggRoll
     from agent.policy.backend import GenerationConfig
     from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
     from evaluators.datasets import load_humaneval
@@ -55,9 +56,15 @@ def build(args):
     gen = GenerationConfig(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
 
     def make_es() -> EggRoll:
-        return EggRoll(EsConfig(population=args.members, rank=1, seed=0), backend.model)
+        return EggRoll(es_config(args), backend.model)
 
     return backend, make_es, rows, member_of_row, gen
+
+
+def es_config(args):
+    from agent.es import EsConfig
+
+    return EsConfig(population=args.members, rank=1, seed=0)
 
 
 def timed(fn) -> tuple[float, int]:
@@ -173,6 +180,8 @@ def peak_rss_mb() -> float:
 def child(args) -> None:
     import torch
 
+    from agent.es.chain_weights import ChainWeights
+
     backend, make_es, rows, member_of_row, gen = build(args)
     cuda = on_cuda(backend)
     if cuda:
@@ -182,8 +191,10 @@ def child(args) -> None:
     figures: dict[str, float] = {}
     if args.child == "inference":
         backend.generate(rows, gen)
-    else:
-        es = make_es()
+    else:  # the loop's ES step: the chain's own strategy, from the base model's weights
+        weights = ChainWeights(backend.model, es_config(args).target_modules)
+        weights.set([])
+        es = weights.strategy(es_config(args), step=0)
         population = es.ask()
         backend.generate(rows, gen, population.perturbation, member_of_row)
         started = time.perf_counter()

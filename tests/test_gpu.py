@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from agent.es import EggRoll, EsConfig, EsRecord
+from agent.es.chain_weights import ChainWeights
 from agent.es.replay import base_weights, replay
 from agent.policy.backend import GenerationConfig
 from agent.policy.lowrank import perturbed
@@ -105,8 +106,8 @@ def relative_step_alpha(model: torch.nn.Module, config: EsConfig, relative: floa
 
 
 def test_bf16_es_step_keeps_fp32_master_weights_in_host_memory():
-    """A bf16 model on CUDA: the fp32 master lives on the host (on the GPU it would double the
-    model's memory), and the GPU weights are the master rounded once."""
+    """A bf16 model on CUDA: the fp32 master is spilled on the host (on the GPU it would double
+    the model's memory), and the GPU weights are the master rounded once."""
     model, _ = model_on(DEVICE, torch.bfloat16)
     base = base_weights(model, EsConfig().target_modules)
     config = EsConfig(population=8, sigma=1e-3, seed=4)
@@ -126,6 +127,32 @@ def test_bf16_es_step_keeps_fp32_master_weights_in_host_memory():
         assert torch.equal(layer.weight.cpu(), es.master[name].to(torch.bfloat16)), name
     replayed, _ = replay(base, [record])
     assert all(torch.equal(replayed[n], es.master[n]) for n in es.master)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_loops_es_step_on_cuda_adds_no_gpu_memory_and_replays_exactly(dtype):
+    """The loop's path: a `ChainWeights` on a CUDA model, its chain set, the chain's strategy
+    told. Base and (bf16) master stay off the GPU; the weights are replay's, rounded once."""
+    model, _ = model_on(DEVICE, dtype)
+    other, _ = model_on(DEVICE, dtype)
+    base = base_weights(model, EsConfig().target_modules)
+    config = EsConfig(population=8, sigma=1e-3, alpha=1e-4, seed=5)
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    chain = ChainWeights(model, config.target_modules)
+    chain.set([])
+    es = chain.strategy(config, step=0)
+    record = es.tell(es.ask(), REWARDS)
+    fresh = ChainWeights(other, config.target_modules)
+    fresh.set([record])
+    torch.cuda.synchronize()
+    smallest = min(layer.weight.numel() for layer in es.layers.values()) * 2  # bytes, bf16
+    assert torch.cuda.memory_allocated() - before < smallest  # no weight-sized buffer remains
+    replayed, _ = replay(base, [record])
+    for name, layer in es.layers.items():
+        expected = replayed[name].to(DEVICE, dtype)
+        assert torch.equal(layer.weight, expected), name
+        assert torch.equal(fresh.model.get_submodule(name).weight, expected), name
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])

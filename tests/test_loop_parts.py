@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from agent.es import EggRoll, EsConfig, eggroll
+from agent.es import EggRoll, EsConfig, chain_weights, eggroll
 from agent.es.chain_weights import ChainWeights
 from agent.es.record import EsRecord
 from agent.es.replay import base_weights, replay
@@ -23,7 +23,10 @@ from agent.policy.tiny import TinyModelConfig, tiny_model
 TARGETS = ("q_proj", "v_proj")
 
 
-def record(model, step: int, seed: int) -> dict:
+def record(step: int, seed: int) -> dict:
+    """A record made from the base weights, on a model of its own (a record depends on the
+    shapes and rewards, not on the values)."""
+    model, _ = tiny_model(TinyModelConfig(seed=1))
     es = EggRoll(
         EsConfig(population=4, seed=seed, target_modules=TARGETS, alpha=0.05), model, step=step
     )
@@ -35,21 +38,46 @@ def targeted(model) -> dict[str, torch.Tensor]:
     return base_weights(model, TARGETS)
 
 
-def test_policy_weights_switch_between_branches_bit_exactly():
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_policy_weights_switch_between_branches_bit_exactly(dtype):
+    """fp32: the model's own weights are the master; bf16: a spilled fp32 master, rounded into
+    the model. Either way every switch lands on replay's bits."""
     model, _ = tiny_model(TinyModelConfig(seed=1))
+    model = model.to(dtype)
     base = targeted(model)
     weights = ChainWeights(model, TARGETS)
-    # records made from the base weights (each tell moves the model: restore between them)
-    r1 = record(model, 1, seed=0)
-    weights.set([])
-    r2 = record(model, 2, seed=0)
-    weights.set([])
-    r3 = record(model, 3, seed=0)
-    for chain in ([r1], [r1, r2], [r3], [r1, r2], []):
+    r1, r2, r3 = record(1, seed=0), record(2, seed=0), record(3, seed=0)
+    for chain in ([r1], [r1, r2], [r3], [r1, r2], [r1, r2, r3], []):
         weights.set(chain)
         expected, _ = replay(base, [EsRecord(**r) for r in chain])
         got = targeted(model)
-        assert all(torch.equal(got[k], expected[k]) for k in expected), chain
+        assert all(torch.equal(weights.master[k], expected[k]) for k in expected), chain
+        assert all(torch.equal(got[k], expected[k].to(dtype).float()) for k in expected), chain
+
+
+def test_setting_the_loaded_chain_again_applies_nothing(monkeypatch):
+    """The loop sets the parent's weights before every operator: the same chain again must cost
+    nothing, and extending it must apply only the new record, to the modules it touches."""
+    model, _ = tiny_model(TinyModelConfig(seed=1))
+    weights = ChainWeights(model, TARGETS)
+    r1, r2 = record(1, seed=0), record(2, seed=0)
+    weights.set([r1])
+    updates = []
+    real = chain_weights.update_module
+    monkeypatch.setattr(
+        chain_weights,
+        "update_module",
+        lambda w, rec, name, *a: updates.append((rec.step, name)) or real(w, rec, name, *a),
+    )
+    weights.set([r1])
+    assert updates == []
+    weights.set([r1, r2])
+    assert updates == [(2, name) for name in r2["modules"]]
+    updates.clear()
+    weights.set([])  # from the base: nothing to apply, every targeted module back to pristine
+    pristine = targeted(tiny_model(TinyModelConfig(seed=1))[0])
+    assert updates == []
+    assert all(torch.equal(targeted(model)[k], pristine[k]) for k in pristine)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -61,7 +89,7 @@ def test_an_es_step_extends_the_loaded_chain_in_place(dtype):
     model = model.to(dtype)
     base = targeted(model)
     weights = ChainWeights(model, TARGETS)
-    r1 = record(model, 1, seed=0)  # an SGD parent
+    r1 = record(1, seed=0)  # an SGD parent
     weights.set([r1])
     config = EsConfig(population=4, seed=0, target_modules=TARGETS, alpha=0.05, optimizer="adam")
     es = weights.strategy(config, step=2)
@@ -73,13 +101,17 @@ def test_an_es_step_extends_the_loaded_chain_in_place(dtype):
     master = {k: w.clone() for k, w in weights.master.items()}
     weights.set([r1, asdict(r2)])  # the child's chain, as the archive returns it
     assert all(torch.equal(weights.master[k], master[k]) for k in master)
+    fresh, _ = tiny_model(TinyModelConfig(seed=1))
+    rebuilt = ChainWeights(fresh.to(dtype), TARGETS)
+    rebuilt.set([r1, asdict(r2)])  # module by module from the base, Adam's step count per record
+    assert all(torch.equal(rebuilt.master[k], expected[k]) for k in expected)
 
 
 def test_a_broken_off_or_stale_es_step_cannot_corrupt_the_chain(monkeypatch):
     model, _ = tiny_model(TinyModelConfig(seed=1))
     base = targeted(model)
     weights = ChainWeights(model, TARGETS)
-    r1 = record(model, 1, seed=0)
+    r1 = record(1, seed=0)
     weights.set([r1])
     es = weights.strategy(EsConfig(population=4, seed=0, target_modules=TARGETS), step=2)
     population = es.ask()

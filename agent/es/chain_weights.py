@@ -2,10 +2,10 @@
 
 This is how weights travel in Lineage: whoever generates (the loop's own backend, a Ray replica)
 gets the records (seeds and shaped fitness, a few KB each) and rebuilds the weights itself with
-`apply_record`, bit-identical to the weights the ES steps produced. The pristine fp32 values of
-every module a chain touches are kept, so a later chain (a sibling, or the parent again) starts
-from the base model; a chain that extends the one loaded (a child just made) applies only its new
-records.
+`update_module`, the step's own update, bit-identical to the weights the ES steps produced. The
+pristine fp32 values of every module a chain touches are kept (spilled to disk), so a later chain
+(a sibling, or the parent again) starts from the base model; a chain that extends the one loaded
+(a child just made) applies only its new records.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from typing import Any
 import torch
 
 from agent.es.config import EsConfig
-from agent.es.eggroll import EggRoll, OptimizerState, apply_record, host_fp32
+from agent.es.eggroll import EggRoll, OptimizerState, select_targets, update_module
 from agent.es.record import EsRecord
-from agent.es.replay import base_weights, load_into
+from agent.es.weight_store import ModelWeights, SpilledWeights, Weights, all_fp32
 
 
 def as_record(record: EsRecord | Mapping[str, Any]) -> EsRecord:
@@ -45,47 +45,75 @@ class ChainWeights:
 
     `target_modules` are captured as the base at once; pass them when something else (an ES
     step's `tell`) may move those weights before the first `set`. Other modules are captured the
-    first time a chain touches them."""
+    first time a chain touches them. The base, and the master of a non-fp32 model, are spilled
+    stores (`agent.es.weight_store`); an fp32 model's own weights are its master."""
 
     def __init__(self, model: torch.nn.Module, target_modules: Sequence[str] = ()) -> None:
         self.model = model
-        self.base: dict[str, torch.Tensor] = (
-            base_weights(model, target_modules) if target_modules else {}
-        )
-        self.master: dict[str, torch.Tensor] = {}  # base + the loaded chain, fp32, on the host
+        self._linears = {n: m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        targets = select_targets(model, target_modules) if target_modules else {}
+        self.base = SpilledWeights.of((n, layer.weight) for n, layer in targets.items())
+        self._model_is_master = all_fp32(self._linears)
+        self.master: Weights = self._model_master() if self._model_is_master else SpilledWeights()
         self.state = OptimizerState()
-        self.loaded: list[str] = []  # the loaded chain, one canonical JSON per record
+        self.loaded: list[str] | None = None  # the loaded chain, one canonical JSON per record
+        self.generation = 0  # bumped whenever the master moves other than by a strategy's tell
 
     def set(self, records: Sequence[EsRecord | Mapping[str, Any]]) -> None:
-        """Make the model's weights those of base + `records`, in order ([] = the base model)."""
+        """Make the model's weights those of base + `records`, in order ([] = the base model).
+
+        One module at a time: read its fp32 value (the base's, or the master's when the chain
+        extends the loaded one), apply the records that touch it, store it. Memory beyond the
+        model is one module-sized buffer, whatever the chain's length."""
         chain = [as_record(r) for r in records]
         keys = [r.to_json() for r in chain]
-        if keys == self.loaded and self.master:
-            load_into(self.model, self.master)  # cheap, and undoes any in-place change since
+        if keys == self.loaded:
             return
         modules = list(dict.fromkeys(m for r in chain for m in r.modules))
         new = [m for m in modules if m not in self.base]
-        by_name = dict(self.model.named_modules())
-        unknown = [m for m in new if not isinstance(by_name.get(m), torch.nn.Linear)]
+        unknown = [m for m in new if m not in self._linears]
         if unknown:
             raise KeyError(f"the ES records target Linear modules the model lacks: {unknown[:5]}")
+        extends = self.loaded is not None and keys[: len(self.loaded)] == self.loaded and not new
         for name in new:  # never touched before, so still pristine: keep them now
-            self.base[name] = host_fp32(by_name[name].weight)
-        extends = keys[: len(self.loaded)] == self.loaded and not new and self.master
-        if not extends:
-            self.master = {n: w.clone() for n, w in self.base.items()}
+            self.base[name] = self._linears[name].weight
+        if new and self._model_is_master:
+            self.master = self._model_master()
+        if extends:
+            assert self.loaded is not None
+            source, todo = self.master, chain[len(self.loaded) :]
+            names = list(dict.fromkeys(m for r in todo for m in r.modules))
+        else:  # from the base: every captured module, so ones this chain leaves are reset too
+            source, todo, names = self.base, chain, list(self.base)
             self.state = OptimizerState()
-            self.loaded = []
-        for key, record in zip(keys[len(self.loaded) :], chain[len(self.loaded) :], strict=True):
-            apply_record(self.master, record, self.state)
-            self.loaded.append(key)
-        load_into(self.model, self.master)
+        self.loaded, self.generation = None, self.generation + 1  # unknown until done
+        first = self.state.steps + 1
+        for name in names:
+            w = source[name]
+            for t, record in enumerate(todo, start=first):
+                if name in record.modules:
+                    update_module(w, record, name, self.state, t)
+            self._store(name, w)
+        self.state.steps += len(todo)
+        self.loaded = keys
+
+    def _model_master(self) -> ModelWeights:
+        """base + the loaded chain, fp32: an fp32 model's own weights of the captured modules."""
+        return ModelWeights({n: self._linears[n] for n in self.base})
+
+    def _store(self, name: str, w: torch.Tensor) -> None:
+        """`w` is module `name`'s fp32 master value: keep it, and put it in the model."""
+        self.master[name] = w
+        if not self._model_is_master:
+            with torch.no_grad():
+                weight = self._linears[name].weight
+                weight.data.copy_(w.to(weight.dtype))
 
     def strategy(self, config: EsConfig, step: int) -> EggRoll:
         """An ES strategy for the next step of the loaded chain. It moves this chain's own
         master weights and optimizer state (no copy of the weights, and Adam's moments are the
         chain's, as replay has them), and its `tell` extends the loaded chain by its record."""
-        if not self.master:
+        if self.loaded is None:
             raise RuntimeError(
                 "no chain is loaded: set one (the base model is []) before an ES step, with the "
                 "targeted modules captured (ChainWeights(model, target_modules))"
@@ -95,7 +123,8 @@ class ChainWeights:
     def applied(self, record: EsRecord | None) -> None:
         """A strategy from `strategy` applied `record` to the master: it is now loaded. None (it
         broke off part way): the next `set` rebuilds from the base."""
-        if record is None:
-            self.master, self.state, self.loaded = {}, OptimizerState(), []
+        self.generation += 1
+        if record is None or self.loaded is None:
+            self.loaded, self.state = None, OptimizerState()
         else:
             self.loaded.append(record.to_json())

@@ -7,16 +7,18 @@
 
 Master weights are fp32. When the model itself is fp32 they are the model's own tensors (no copy,
 so an ES step costs no more memory than inference plus one layer-sized buffer); when the model runs
-in bf16/fp16 a separate fp32 copy is kept and written back after each update, because bf16 has
-too few mantissa bits to hold steps of about 1e-5 (they round away). That copy lives in host
-memory (`host_fp32`) wherever the model runs: on a GPU it would double the bf16 model's memory
-(measured on an H100: a bf16 step peaked at 2.2x the GPU memory of inference), and the update is
-computed on the CPU anyway, so only the rounded weights cross to the device. A strategy may
-instead move a chain's own master and optimizer state (`ChainWeights.strategy`, the loop's ES
-step): then its `tell` is that chain's next record exactly as replay applies it. The update is
-W += alpha / (N sigma) * sum_i f_i E_i, computed from each pair's factors as rank-1 updates in a
-fixed order: elementwise work only, so the result does not depend on thread count, and `tell` and
-`replay` share `apply_record`, which makes replay bit-identical by construction.
+in bf16/fp16 a separate fp32 master is kept and written back after each update, because bf16 has
+too few mantissa bits to hold steps of about 1e-5 (they round away). That master is spilled to an
+anonymous file and moved one module at a time (`agent.es.weight_store`): on a GPU it once doubled
+the bf16 model (measured on an H100: 2.2x the GPU memory of inference), and in host memory, with
+the base kept beside it, the loop's bf16 step on the default model peaked at 2.3x the RSS of
+inference. The update is computed on the CPU, so only the rounded weights cross to the device.
+A strategy may instead move a chain's own master and optimizer state (`ChainWeights.strategy`,
+the loop's ES step): then its `tell` is that chain's next record exactly as replay applies it.
+The update is W += alpha / (N sigma) * sum_i f_i E_i, computed from each pair's factors as rank-1
+updates in a fixed order: elementwise work only, so the result does not depend on thread count,
+and `tell`, `replay` and `ChainWeights` share `update_module`, which makes replay bit-identical
+by construction.
 """
 
 from __future__ import annotations
@@ -34,12 +36,8 @@ from agent.es.config import EsConfig
 from agent.es.noise import member_sign, pair_dense, pair_factors
 from agent.es.record import EsRecord
 from agent.es.shaping import SHAPERS
+from agent.es.weight_store import ModelWeights, SpilledWeights, Weights, all_fp32
 from agent.policy.lowrank import PopulationPerturbation
-
-
-def host_fp32(weight: torch.Tensor) -> torch.Tensor:
-    """An fp32 copy of a weight in host memory: where master and base weights are kept."""
-    return weight.detach().to("cpu", torch.float32, copy=True)
 
 
 def select_targets(model: nn.Module, suffixes: Sequence[str]) -> dict[str, nn.Linear]:
@@ -67,8 +65,9 @@ class OptimizerState:
 class ChainState(Protocol):
     """Weights rebuilt from a chain of records, which an ES step may extend in place."""
 
-    master: dict[str, torch.Tensor]  # fp32
+    master: Weights  # fp32
     state: OptimizerState
+    generation: int  # changes whenever `master` stops being the chain a strategy started from
 
     def applied(self, record: EsRecord | None) -> None:
         """`record` has just been applied to `master` and `state`: it is the chain's next.
@@ -95,41 +94,51 @@ def gradient_estimate(record: EsRecord, module: str, shape: tuple[int, int]) -> 
     return g.mul_(1.0 / (n * cfg["sigma"]))
 
 
+def update_module(
+    w: torch.Tensor, record: EsRecord, module: str, state: OptimizerState, t: int
+) -> torch.Tensor:
+    """Move one module's fp32 weight `w` in place by `record`'s step (Adam: the chain's `t`-th
+    step); returns the intended step. Modules are independent, so applying records module by
+    module gives the same bits as record by record."""
+    cfg = record.config
+    g = gradient_estimate(record, module, tuple(w.shape))
+    if cfg["optimizer"] == "adam":
+        b1, b2 = cfg["adam_betas"]
+        if state.first is None or state.second is None:
+            state.first, state.second = {}, {}
+        m = state.first.setdefault(module, torch.zeros_like(g))
+        v = state.second.setdefault(module, torch.zeros_like(g))
+        m.mul_(b1).add_(g, alpha=1 - b1)
+        v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        m_hat = m / (1 - b1**t)
+        v_hat = v / (1 - b2**t)
+        step = cfg["alpha"] * m_hat / (v_hat.sqrt() + cfg["adam_eps"])
+    else:
+        step = g.mul_(cfg["alpha"])
+    # The step is computed on the CPU (same bits wherever the weights live); only the final add
+    # runs on the weights' device, and one IEEE fp32 add rounds the same on every device.
+    w.add_(step.to(w.device))
+    return step
+
+
 def apply_record(
-    weights: dict[str, torch.Tensor],
+    weights: Weights,
     record: EsRecord,
     state: OptimizerState,
-    on_step: Callable[[str, torch.Tensor, torch.Tensor], None] | None = None,
+    on_step: Callable[[str, torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
 ) -> None:
-    """Apply one step to fp32 `weights` in place, module by module.
+    """Apply one step to fp32 `weights` (a dict or a store) in place, module by module.
 
-    `on_step(module, old_weight, intended_step)` sees each module right after its update (for
+    `on_step(module, old, new, intended_step)` sees each module right after its update (for
     metrics); only then is a copy of the old weight made, one module at a time."""
-    cfg = record.config
     state.steps += 1
     for module in record.modules:
         w = weights[module]
-        g = gradient_estimate(record, module, tuple(w.shape))
-        if cfg["optimizer"] == "adam":
-            b1, b2 = cfg["adam_betas"]
-            if state.first is None or state.second is None:
-                state.first, state.second = {}, {}
-            m = state.first.setdefault(module, torch.zeros_like(g))
-            v = state.second.setdefault(module, torch.zeros_like(g))
-            m.mul_(b1).add_(g, alpha=1 - b1)
-            v.mul_(b2).addcmul_(g, g, value=1 - b2)
-            m_hat = m / (1 - b1**state.steps)
-            v_hat = v / (1 - b2**state.steps)
-            step = cfg["alpha"] * m_hat / (v_hat.sqrt() + cfg["adam_eps"])
-        else:
-            step = g.mul_(cfg["alpha"])
-        # The step is computed on the CPU (same bits wherever the weights live); only the final
-        # add runs on the weights' device, and one IEEE fp32 add rounds the same on every device.
-        step = step.to(w.device)
         old = w.clone() if on_step else None
-        w.add_(step)
+        step = update_module(w, record, module, state, state.steps)
+        weights[module] = w  # a store's read is a copy: write it back (a no-op for a dict)
         if on_step:
-            on_step(module, old, step)
+            on_step(module, old, w, step)
 
 
 @dataclass(frozen=True)
@@ -199,22 +208,22 @@ class EggRoll:
             missing = sorted(set(self.layers) - set(chain.master))
             if missing:
                 raise ValueError(f"the chain's master weights lack targeted modules {missing[:5]}")
-            self.shares_master = False  # the model runs a copy, written back after each tell
             self.master = chain.master
             self.state = chain.state
+            self._generation = chain.generation
         else:
-            # The model's own fp32 tensors are the master weights; lower precision gets an fp32
-            # copy in host memory.
-            self.shares_master = all(
-                layer.weight.dtype == torch.float32 for layer in self.layers.values()
+            # The model's own fp32 tensors are the master weights; lower precision gets a
+            # spilled fp32 copy.
+            self.master = (
+                ModelWeights(self.layers)
+                if all_fp32(self.layers)
+                else SpilledWeights.of((n, layer.weight) for n, layer in self.layers.items())
             )
-            self.master = {
-                name: layer.weight.data if self.shares_master else host_fp32(layer.weight)
-                for name, layer in self.layers.items()
-            }
             self.state = OptimizerState()
+        # The model's own tensors are the master: nothing to write back, restores need a copy.
+        self.shares_master = isinstance(self.master, ModelWeights)
         self.step = step
-        self._full_rank_copy: dict[str, torch.Tensor] | None = None
+        self._full_rank_copy: SpilledWeights | None = None
 
     def ask(self) -> Population:
         return Population(self.step, self.config, dict(self.shapes))
@@ -234,7 +243,7 @@ class EggRoll:
             raise ValueError(
                 f"expected {self.config.population} rewards (one per member), got {len(rewards)}"
             )
-        if self.chain is not None and self.chain.master is not self.master:
+        if self.chain is not None and self.chain.generation != self._generation:
             raise RuntimeError("the chain was set to other weights since this strategy was made")
         coefficients = SHAPERS[self.config.shaping](rewards)
         flat = [x for r in rewards for x in (r if isinstance(r, (list, tuple)) else [r])]
@@ -252,11 +261,12 @@ class EggRoll:
             if self.chain is not None:
                 self.chain.applied(None)
             raise
-        self._full_rank_copy = None  # the weights moved: a copy for `member` must be retaken
+        self.release_member_copy()  # the weights moved: a copy for `member` must be retaken
         self.step += 1
         told = EsRecord(**{**record.__dict__, "metrics": metrics})
         if self.chain is not None:
             self.chain.applied(told)
+            self._generation = self.chain.generation
         return told
 
     def _apply_and_measure(self, record: EsRecord) -> dict[str, float]:
@@ -265,9 +275,9 @@ class EggRoll:
         sums = dict.fromkeys(("dot", "intended", "realized", "model_dot", "model_sq"), 0.0)
         counts = dict.fromkeys(("changed", "model_changed", "total"), 0)
 
-        def measure(module: str, old: torch.Tensor, step: torch.Tensor) -> None:
+        def measure(module: str, old: torch.Tensor, new: torch.Tensor, step: torch.Tensor) -> None:
             step64 = step.double()
-            realized = (self.master[module] - old).double()
+            realized = (new - old).double().cpu()
             sums["dot"] += float((realized * step64).sum())
             sums["intended"] += float(step64.square().sum())
             sums["realized"] += float(realized.square().sum())
@@ -275,7 +285,7 @@ class EggRoll:
             counts["total"] += realized.numel()
             if not self.shares_master:  # write back to the model's lower-precision weights
                 layer = self.layers[module]
-                rounded = self.master[module].to(layer.weight.dtype)  # on the host, like step
+                rounded = new.to(layer.weight.dtype)  # on the host, like step
                 moved = rounded.double() - layer.weight.data.to("cpu", torch.float64)
                 layer.weight.data.copy_(rounded)
                 sums["model_dot"] += float((moved * step64).sum())
@@ -307,16 +317,15 @@ class EggRoll:
 
         The naive path and Qiu et al.'s full-rank mode. Restoring copies the master back, so no
         rounding remains (subtracting the noise again would not be exact in floating point); when
-        the model's own tensors are the master, one fp32 copy of the targeted weights is made, in
-        host memory like every other copy of them."""
+        the model's own tensors are the master, one fp32 copy of the targeted weights is made,
+        spilled like every other copy of them."""
         if self.shares_master and self._full_rank_copy is None:
-            self._full_rank_copy = {n: host_fp32(w) for n, w in self.master.items()}
+            self._full_rank_copy = SpilledWeights.of(self.master.items())
         source = self._full_rank_copy if self.shares_master else self.master
         try:
             with torch.no_grad():
                 for name, layer in self.layers.items():
-                    noise = population.dense_noise(member, name)  # drawn on the CPU
-                    noisy = source[name] + noise.to(source[name].device)
+                    noisy = source[name] + population.dense_noise(member, name)  # on the CPU
                     layer.weight.data.copy_(noisy.to(layer.weight.dtype))
             yield
         finally:
@@ -326,4 +335,6 @@ class EggRoll:
 
     def release_member_copy(self) -> None:
         """Drop the copy `member` made (after the naive or full-rank evaluation is done)."""
+        if self._full_rank_copy is not None:
+            self._full_rank_copy.close()
         self._full_rank_copy = None

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import torch
 
-from agent.es.eggroll import OptimizerState, apply_record, host_fp32, select_targets
+from agent.es.eggroll import OptimizerState, apply_record, select_targets
 from agent.es.record import EsRecord
+from agent.es.weight_store import host_fp32
 
 
 def base_weights(model: torch.nn.Module, target_modules: Sequence[str]) -> dict[str, torch.Tensor]:
-    """fp32 copies of the targeted weights in host memory, the starting point of every chain."""
+    """fp32 copies of the targeted weights in host memory, the starting point of every chain (a
+    dict for replaying small models; `ChainWeights` spills its base instead)."""
     return {n: host_fp32(m.weight) for n, m in select_targets(model, target_modules).items()}
 
 
@@ -43,14 +45,6 @@ def replay(
             )
         apply_record(weights, record, state)
     return weights, state
-
-
-def load_into(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
-    """Copy replayed fp32 weights into the model (cast to its dtype)."""
-    modules = dict(model.named_modules())
-    with torch.no_grad():
-        for name, w in weights.items():
-            modules[name].weight.data.copy_(w.to(modules[name].weight.dtype))
 
 
 def _copy(d: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:

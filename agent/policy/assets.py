@@ -32,11 +32,15 @@ class AssetError(RuntimeError):
     """A model file is missing or does not match its pinned sha256; the message says what to do."""
 
 
+def cache_root() -> Path:
+    """$LINEAGE_CACHE, else ~/.cache/lineage: models and ES spill files live under it."""
+    env = os.environ.get("LINEAGE_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "lineage"
+
+
 def models_dir() -> Path:
     """$LINEAGE_CACHE/models, else ~/.cache/lineage/models."""
-    env = os.environ.get("LINEAGE_CACHE")
-    root = Path(env).expanduser() if env else Path.home() / ".cache" / "lineage"
-    return root / "models"
+    return cache_root() / "models"
 
 
 def verify_sha256(path: Path, expected: str) -> None:

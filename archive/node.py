@@ -6,6 +6,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any
 
 from archive.errors import InvalidNodeError
@@ -79,6 +80,10 @@ class WeightsChain:
     base_model: str
     base_hash: str
     records: list[dict[str, Any]]
+    # The deepest node on the chain with a weight checkpoint, and how many of `records` it holds
+    # applied: replay may start there (None: from the base).
+    checkpoint: Path | None = None
+    checkpoint_records: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -613,17 +613,23 @@ class Archive:
                 SELECT edges.parent, chain.depth + 1 FROM edges
                 JOIN chain ON edges.child = chain.seq AND edges.position = 0
             )
-            SELECT nodes.id, base_model, base_hash, es_record
+            SELECT nodes.id, base_model, base_hash, es_record, checkpoint
             FROM chain JOIN nodes ON nodes.seq = chain.seq
             JOIN payloads ON payloads.node = chain.seq ORDER BY chain.depth DESC
             """,
             (e.seq,),
         ).fetchall()
-        root_id, base_model, base_hash, _ = rows[0]
+        root_id, base_model, base_hash, _, _ = rows[0]
         if not base_model or not base_hash:
             raise ArchiveError(f"root {root_id!r} of {node_id!r} has no base model")
-        records = [json.loads(r[3]) for r in rows if r[3] is not None]
-        return WeightsChain(base_model, base_hash, records)
+        records: list[dict[str, Any]] = []
+        checkpoint, held = None, 0
+        for _, _, _, record, blob in rows:
+            if record is not None:
+                records.append(json.loads(record))
+            if blob is not None and records:
+                checkpoint, held = self.blobs.path_for(blob), len(records)
+        return WeightsChain(base_model, base_hash, records, checkpoint, held)
 
     def checkout(self, node_id: str, dest: str | Path) -> Path:
         """Write the node's scaffold files into `dest`."""

@@ -101,6 +101,20 @@ def test_weights_chain_follows_first_parents(run_dir: Path) -> None:
         assert archive.get(cross.id).scaffold == c.scaffold
 
 
+def test_weights_chain_names_its_deepest_checkpoint(run_dir: Path) -> None:
+    with Archive(run_dir) as archive:
+        root = archive.add_root("base-model", "sha256:base", checkpoint=b"base")  # holds nothing
+        a = archive.add_child(root.id, es_record={"step": 1}, checkpoint=b"after 1")
+        b = archive.add_child(a.id, Operator.SCAFFOLD_EDIT, files={"f.py": "1"})
+        c = archive.add_child(b.id, es_record={"step": 2}, checkpoint=b"after 2")
+        d = archive.add_child(c.id, es_record={"step": 3})
+        assert archive.weights_chain(root.id).checkpoint is None
+        for node, held in ((a, 1), (b, 1), (c, 2), (d, 2)):
+            chain = archive.weights_chain(node.id)
+            assert chain.checkpoint_records == held, node.id
+            assert chain.checkpoint.read_bytes() == f"after {held}".encode(), node.id
+
+
 def test_status_and_scores(run_dir: Path) -> None:
     with Archive(run_dir) as archive:
         root = archive.add_root("m", "h")

@@ -8,8 +8,9 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from agent.es import EggRoll, EsConfig, EsRecord
-from agent.es.eggroll import gradient_estimate
-from agent.es.replay import base_weights, load_checkpoint, replay, save_checkpoint
+from agent.es.checkpoint import load_checkpoint, save_checkpoint
+from agent.es.eggroll import OptimizerState, gradient_estimate
+from agent.es.replay import base_weights, replay
 from agent.policy.lowrank import perturbed
 
 
@@ -167,6 +168,26 @@ def test_replay_is_bit_identical_and_reruns_are_identical(tmp_path, optimizer):
     loaded, loaded_state = load_checkpoint(tmp_path / "ckpt.safetensors")
     resumed, _ = replay(loaded, records[2:], loaded_state)
     assert all(torch.equal(resumed[n], final[n]) for n in final)
+    # Any safetensors reader opens it: same tensors, same step count.
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "ckpt.safetensors"), framework="pt") as f:
+        assert f.metadata() == {"optimizer_steps": "2"}
+        assert all(torch.equal(f.get_tensor(f"w/{n}"), middle[n]) for n in middle)
+        moments = [k for k in f.keys() if k.startswith("m")]  # noqa: SIM118
+        assert len(moments) == (2 * len(middle) if optimizer == "adam" else 0)
+
+
+def test_a_damaged_checkpoint_is_refused_with_its_name(tmp_path):
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, {"a": torch.ones(2, 3)}, OptimizerState(steps=1))
+    data = path.read_bytes()
+    path.write_bytes(data[:-4])  # cut short
+    with pytest.raises(ValueError, match=f"{path}: not an ES checkpoint .*outside the file"):
+        load_checkpoint(path)
+    path.write_bytes(b"\x00" * 3)
+    with pytest.raises(ValueError, match="shorter than a safetensors header"):
+        load_checkpoint(path)
 
 
 def test_population_chunks_do_not_change_the_result():

@@ -73,6 +73,7 @@ scaffold_edit = 1
 [es]
 population = 2
 tasks_per_step = 2
+checkpoint_every = 1
 [solve]
 tasks_per_job = 4
 threads = 4
@@ -198,6 +199,7 @@ def test_run_status_graph_and_sigterm(tiny_dir, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert set(snapshot(run_dir)) == {f"n{i:04d}" for i in range(5)}
+    assert_checkpoints(run_dir)
 
 
 @pytest.mark.docker
@@ -255,3 +257,22 @@ def test_kill_9_at_random_moments_then_resume(tiny_dir, tmp_path):
         assert len(ids) == len(set(ids)) == iterations + 1
         assert archive.pending() == []
     assert kills == 10
+    assert_checkpoints(run_dir)
+
+
+def assert_checkpoints(run_dir: Path) -> None:
+    """`checkpoint_every = 1`: every stored ES child has its weights materialized, and no scratch
+    file outlives a write (a killed one is removed when the run reopens)."""
+    from agent.es.checkpoint import load_checkpoint
+
+    with Archive(run_dir, readonly=True) as archive:
+        es_children = [n for n in archive.nodes() if n.es_record and n.status != Status.FAILED]
+        assert es_children, "the run made no ES child"
+        for node in es_children:
+            path = archive.checkpoint_path(node.id)
+            assert path is not None and path.exists(), node.id
+            weights, state = load_checkpoint(path)
+            assert state.steps == len(archive.weights_chain(node.id).records), node.id
+            assert set(node.es_record["modules"]) <= set(weights), node.id
+            weights.close()
+    assert not list(run_dir.glob("es-checkpoint*"))

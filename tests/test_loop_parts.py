@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import asdict
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -12,12 +13,13 @@ import torch
 
 from agent.es import EggRoll, EsConfig, chain_weights, eggroll
 from agent.es.chain_weights import ChainWeights
+from agent.es.checkpoint import Checkpoint, save_checkpoint
 from agent.es.record import EsRecord
 from agent.es.replay import base_weights, replay
 from agent.loop.config import RunConfig, from_dict
 from agent.loop.events import EventLog, read_events
 from agent.loop.loop import Spent
-from agent.loop.operators import choose_operator
+from agent.loop.operators import checkpoint_if_due, choose_operator
 from agent.policy.tiny import TinyModelConfig, tiny_model
 
 TARGETS = ("q_proj", "v_proj")
@@ -78,6 +80,55 @@ def test_setting_the_loaded_chain_again_applies_nothing(monkeypatch):
     pristine = targeted(tiny_model(TinyModelConfig(seed=1))[0])
     assert updates == []
     assert all(torch.equal(targeted(model)[k], pristine[k]) for k in pristine)
+
+
+def chain_of(optimizer: str, steps: int = 3) -> list[dict]:
+    """`steps` consecutive ES records (Adam's moments carry across them)."""
+    model, _ = tiny_model(TinyModelConfig(seed=1))
+    config = EsConfig(population=4, seed=0, target_modules=TARGETS, alpha=0.05, optimizer=optimizer)
+    es = EggRoll(config, model, step=1)
+    return [asdict(es.tell(es.ask(), [1.0, 0.0, 0.5, float(i)])) for i in range(steps)]
+
+
+@pytest.mark.parametrize(("dtype", "optimizer"), [(torch.float32, "adam"), (torch.bfloat16, "sgd")])
+def test_a_checkpoint_bounds_the_replay_and_gives_the_same_bits(
+    tmp_path, monkeypatch, caplog, dtype, optimizer
+):
+    chain = chain_of(optimizer)
+    writer, _ = tiny_model(TinyModelConfig(seed=1))
+    saved = ChainWeights(writer.to(dtype), TARGETS)
+    saved.set(chain[:2])
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, saved.master, saved.state)
+    model, _ = tiny_model(TinyModelConfig(seed=1))
+    model = model.to(dtype)
+    base = targeted(model)
+    expected, _ = replay(base, [EsRecord(**r) for r in chain])
+    updates = []
+    real = chain_weights.update_module
+    monkeypatch.setattr(
+        chain_weights,
+        "update_module",
+        lambda w, rec, name, *a: updates.append(rec.step) or real(w, rec, name, *a),
+    )
+    weights = ChainWeights(model, TARGETS)
+    weights.set(chain, Checkpoint(path, 2))
+    assert set(updates) == {chain[2]["step"]}  # only the record after the checkpoint
+    assert all(torch.equal(weights.master[k], expected[k]) for k in expected)
+    assert all(torch.equal(targeted(model)[k], expected[k].to(dtype).float()) for k in expected)
+    # Unusable checkpoints are logged, and the chain is replayed from the base instead.
+    misshapen = tmp_path / "other-model.safetensors"
+    save_checkpoint(misshapen, {n: torch.zeros(3, 3) for n in saved.master}, saved.state)
+    bad_ones = [Checkpoint(tmp_path / "missing", 2), Checkpoint(path, 1), Checkpoint(path, 4)]
+    for bad in [*bad_ones, Checkpoint(misshapen, 2)]:
+        weights.set([])
+        updates.clear()
+        with caplog.at_level("WARNING", logger="agent.es.chain_weights"):
+            weights.set(chain, bad)
+        assert "not used (replaying from the base)" in caplog.text
+        assert len(updates) == sum(len(r["modules"]) for r in chain)  # all of every record
+        assert all(torch.equal(weights.master[k], expected[k]) for k in expected)
+        caplog.clear()
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -191,3 +242,35 @@ def test_a_dead_agent_container_is_an_infra_error_not_a_failure():
     crashed = _attempts(1, [task], Verdict(Status.TIMEOUT, detail="timed out"))
     judged = judge(SolveResult(dead + crashed), NoJobs()).attempts
     assert [a.verdict.status for a in judged] == [Status.INFRA_ERROR, Status.ERROR]
+
+
+def test_checkpoints_are_due_every_k_steps_of_depth_and_never_fail_a_child(tmp_path, caplog):
+    written = []
+
+    def write() -> Path:
+        written.append(True)
+        return tmp_path / "ckpt"
+
+    rt = SimpleNamespace(
+        config=from_dict({"es": {"checkpoint_every": 3}}, "t"), write_checkpoint=write
+    )
+    assert [checkpoint_if_due(rt, depth) for depth in range(1, 7)] == [
+        None,
+        None,
+        tmp_path / "ckpt",
+        None,
+        None,
+        tmp_path / "ckpt",
+    ]
+    rt.config = from_dict({"es": {"checkpoint_every": 0}}, "t")
+    assert checkpoint_if_due(rt, 3) is None and len(written) == 2
+
+    def full_disk() -> Path:
+        raise OSError(28, "No space left on device")
+
+    rt = SimpleNamespace(
+        config=from_dict({"es": {"checkpoint_every": 1}}, "t"), write_checkpoint=full_disk
+    )
+    with caplog.at_level("WARNING", logger="agent.loop.operators"):
+        assert checkpoint_if_due(rt, 1) is None
+    assert "No space left" in caplog.text

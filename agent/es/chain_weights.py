@@ -11,16 +11,20 @@ pristine fp32 values of every module a chain touches are kept (spilled to disk),
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
 import torch
 
+from agent.es.checkpoint import Checkpoint, CheckpointWeights, load_checkpoint
 from agent.es.config import EsConfig
 from agent.es.eggroll import EggRoll, OptimizerState, select_targets, update_module
 from agent.es.record import EsRecord
 from agent.es.weight_store import ModelWeights, SpilledWeights, Weights, all_fp32
+
+log = logging.getLogger(__name__)
 
 
 def as_record(record: EsRecord | Mapping[str, Any]) -> EsRecord:
@@ -59,12 +63,19 @@ class ChainWeights:
         self.loaded: list[str] | None = None  # the loaded chain, one canonical JSON per record
         self.generation = 0  # bumped whenever the master moves other than by a strategy's tell
 
-    def set(self, records: Sequence[EsRecord | Mapping[str, Any]]) -> None:
+    def set(
+        self,
+        records: Sequence[EsRecord | Mapping[str, Any]],
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
         """Make the model's weights those of base + `records`, in order ([] = the base model).
 
-        One module at a time: read its fp32 value (the base's, or the master's when the chain
-        extends the loaded one), apply the records that touch it, store it. Memory beyond the
-        model is one module-sized buffer, whatever the chain's length."""
+        One module at a time: read its fp32 value (the base's; the master's when the chain
+        extends the loaded one; `checkpoint`'s, which holds the chain's first records applied),
+        apply the remaining records that touch it, store it. Memory beyond the model is one
+        module-sized buffer, whatever the chain's length. A checkpoint that cannot be used
+        (missing, damaged, not matching the chain or the model) is logged, and the chain is
+        replayed from the base instead."""
         chain = [as_record(r) for r in records]
         keys = [r.to_json() for r in chain]
         if keys == self.loaded:
@@ -74,28 +85,80 @@ class ChainWeights:
         unknown = [m for m in new if m not in self._linears]
         if unknown:
             raise KeyError(f"the ES records target Linear modules the model lacks: {unknown[:5]}")
-        extends = self.loaded is not None and keys[: len(self.loaded)] == self.loaded and not new
+        done = len(self.loaded) if self.loaded is not None else -1
+        extends = done >= 0 and keys[:done] == self.loaded and not new
         for name in new:  # never touched before, so still pristine: keep them now
             self.base[name] = self._linears[name].weight
         if new and self._model_is_master:
             self.master = self._model_master()
-        if extends:
-            assert self.loaded is not None
-            source, todo = self.master, chain[len(self.loaded) :]
-            names = list(dict.fromkeys(m for r in todo for m in r.modules))
-        else:  # from the base: every captured module, so ones this chain leaves are reset too
-            source, todo, names = self.base, chain, list(self.base)
-            self.state = OptimizerState()
+        start = None
+        if checkpoint is not None and not (extends and done >= checkpoint.records):
+            start = self._open(checkpoint, chain)
         self.loaded, self.generation = None, self.generation + 1  # unknown until done
-        first = self.state.steps + 1
-        for name in names:
-            w = source[name]
-            for t, record in enumerate(todo, start=first):
-                if name in record.modules:
-                    update_module(w, record, name, self.state, t)
-            self._store(name, w)
-        self.state.steps += len(todo)
+        try:
+            if start is not None:
+                saved, self.state = start
+                todo, names = chain[checkpoint.records :], list(self.base)
+
+                def source(name: str) -> torch.Tensor:
+                    return saved[name] if name in saved else self.base[name]
+
+            elif extends:
+                source, todo = self.master.__getitem__, chain[done:]
+                names = list(dict.fromkeys(m for r in todo for m in r.modules))
+            else:  # from the base: every captured module, so ones this chain leaves are reset
+                source, todo, names = self.base.__getitem__, chain, list(self.base)
+                self.state = OptimizerState()
+            first = self.state.steps + 1
+            for name in names:
+                w = source(name)
+                for t, record in enumerate(todo, start=first):
+                    if name in record.modules:
+                        update_module(w, record, name, self.state, t)
+                self._store(name, w)
+            self.state.steps += len(todo)
+        finally:
+            if start is not None:
+                start[0].close()
         self.loaded = keys
+
+    def _open(
+        self, checkpoint: Checkpoint, chain: Sequence[EsRecord]
+    ) -> tuple[CheckpointWeights, OptimizerState] | None:
+        """The checkpoint's weights and optimizer state, if they can stand for `chain`'s first
+        `checkpoint.records` records; else None, and why is logged."""
+        try:
+            if not 0 < checkpoint.records <= len(chain):
+                raise ValueError(
+                    f"it holds {checkpoint.records} records of a chain of {len(chain)}"
+                )
+            saved, state = load_checkpoint(checkpoint.path)
+        except (OSError, ValueError) as exc:
+            log.warning(
+                "checkpoint %s not used (replaying from the base): %s", checkpoint.path, exc
+            )
+            return None
+        needed = {m for r in chain[: checkpoint.records] for m in r.modules}
+        missing = sorted(needed - set(saved))
+        misshapen = sorted(
+            m
+            for m in set(saved) & set(self.base)
+            if saved.shape(m) != tuple(self._linears[m].weight.shape)
+        )
+        if missing or misshapen or state.steps != checkpoint.records:
+            saved.close()
+            why = (
+                f"lacks {missing[:3]}"
+                if missing
+                else f"has other shapes for {misshapen[:3]}"
+                if misshapen
+                else f"holds {state.steps} optimizer steps"
+            )
+            log.warning(
+                "checkpoint %s not used (replaying from the base): it %s", checkpoint.path, why
+            )
+            return None
+        return saved, state
 
     def _model_master(self) -> ModelWeights:
         """base + the loaded chain, fp32: an fp32 model's own weights of the captured modules."""

@@ -276,21 +276,24 @@ class EggRoll:
         counts = dict.fromkeys(("changed", "model_changed", "total"), 0)
 
         def measure(module: str, old: torch.Tensor, new: torch.Tensor, step: torch.Tensor) -> None:
-            step64 = step.double()
-            realized = (new - old).double().cpu()
-            sums["dot"] += float((realized * step64).sum())
-            sums["intended"] += float(step64.square().sum())
-            sums["realized"] += float(realized.square().sum())
-            counts["changed"] += int((realized != 0).sum())
+            # Flat float64 vectors and BLAS dots: a third of the time of elementwise products
+            # and sums (measured), and the differences are exact in float64 either way.
+            intended = step.flatten().double()
+            realized = (new - old).flatten().double().cpu()
+            sums["dot"] += float(torch.dot(realized, intended))
+            sums["intended"] += float(torch.dot(intended, intended))
+            sums["realized"] += float(torch.dot(realized, realized))
+            counts["changed"] += int(torch.count_nonzero(realized))
             counts["total"] += realized.numel()
             if not self.shares_master:  # write back to the model's lower-precision weights
                 layer = self.layers[module]
                 rounded = new.to(layer.weight.dtype)  # on the host, like step
-                moved = rounded.double() - layer.weight.data.to("cpu", torch.float64)
+                before = layer.weight.data.flatten().to("cpu", torch.float64)
+                moved = rounded.flatten().double() - before
                 layer.weight.data.copy_(rounded)
-                sums["model_dot"] += float((moved * step64).sum())
-                sums["model_sq"] += float(moved.square().sum())
-                counts["model_changed"] += int((moved != 0).sum())
+                sums["model_dot"] += float(torch.dot(moved, intended))
+                sums["model_sq"] += float(torch.dot(moved, moved))
+                counts["model_changed"] += int(torch.count_nonzero(moved))
 
         apply_record(self.master, record, self.state, on_step=measure)
 

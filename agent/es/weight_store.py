@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
 from pathlib import Path
 
 import torch
@@ -37,6 +37,32 @@ def host_fp32(weight: torch.Tensor) -> torch.Tensor:
 def spill_dir() -> Path:
     """$LINEAGE_CACHE/spill, else ~/.cache/lineage/spill (beside the models' cache)."""
     return cache_root() / "spill"
+
+
+def read_f32(fd: int, offset: int, shape: Sequence[int], what: str) -> torch.Tensor:
+    """A fresh fp32 CPU tensor from `fd`'s bytes at `offset` (no mapping: RSS grows by it only)."""
+    tensor = torch.empty(tuple(shape), dtype=torch.float32)
+    view = memoryview(tensor.numpy()).cast("B")
+    done = 0
+    while done < len(view):
+        n = os.preadv(fd, [view[done:]], offset + done)
+        if n == 0:
+            raise OSError(f"{what}: the file ends before its data does")
+        done += n
+    return tensor
+
+
+def write_all(fd: int, data: bytes | memoryview, offset: int) -> None:
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], offset + done)
+
+
+def f32_bytes(tensor: torch.Tensor) -> memoryview:
+    """The bytes of a contiguous fp32 CPU copy of `tensor` (no copy when it already is one)."""
+    on_host = tensor.dtype == torch.float32 and tensor.device.type == "cpu"
+    data = (tensor if on_host else host_fp32(tensor)).detach().contiguous()
+    return memoryview(data.numpy()).cast("B")
 
 
 class SpilledWeights(MutableMapping[str, torch.Tensor]):
@@ -64,34 +90,21 @@ class SpilledWeights(MutableMapping[str, torch.Tensor]):
 
     def __getitem__(self, name: str) -> torch.Tensor:
         offset, shape = self._index[name]
-        tensor = torch.empty(shape, dtype=torch.float32)
-        view = memoryview(tensor.numpy()).cast("B")
-        done = 0
-        while done < len(view):
-            n = os.preadv(self._file.fileno(), [view[done:]], offset + done)
-            if n == 0:
-                raise OSError(f"spill file ended inside module {name!r}")
-            done += n
-        return tensor
+        return read_f32(self._file.fileno(), offset, shape, f"spilled module {name!r}")
 
     def __setitem__(self, name: str, tensor: torch.Tensor) -> None:
-        on_host = tensor.dtype == torch.float32 and tensor.device.type == "cpu"
-        data = tensor if on_host else host_fp32(tensor)
-        data = data.detach().contiguous()
+        data = f32_bytes(tensor)
         if name in self._index:
             offset, shape = self._index[name]
-            if data.shape != shape:
+            if tensor.shape != shape:
                 raise ValueError(
-                    f"module {name!r} has shape {tuple(shape)}, not {tuple(data.shape)}"
+                    f"module {name!r} has shape {tuple(shape)}, not {tuple(tensor.shape)}"
                 )
         else:
-            offset, shape = self._end, data.shape
-            self._end += data.numel() * 4
-        view = memoryview(data.numpy()).cast("B")
-        done = 0
+            offset, shape = self._end, tensor.shape
+            self._end += len(data)
         try:
-            while done < len(view):
-                done += os.pwrite(self._file.fileno(), view[done:], offset + done)
+            write_all(self._file.fileno(), data, offset)
         except OSError as exc:  # a full disk, most likely: say where
             raise OSError(
                 exc.errno,

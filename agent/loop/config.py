@@ -75,6 +75,10 @@ class EsSection(Section):
     alpha: float = Field(5e-7, gt=0)  # see agent/es/config.py: Qiu et al.'s lr times sigma
     rank: int = Field(1, ge=1)
     tasks_per_step: int = Field(4, ge=1)
+    # Every k-th ES step of depth, the child's fp32 targeted weights (and Adam's moments) are
+    # stored with it, so setting any node's weights replays at most k-1 records; 0: never.
+    # Each costs 4 bytes per targeted parameter on disk (1.4 GB for the default model).
+    checkpoint_every: int = Field(0, ge=0)
     shaping: Literal["zscore", "centered_rank"] = "zscore"
     optimizer: Literal["sgd", "adam"] = "sgd"
     target_modules: list[str] = Field(

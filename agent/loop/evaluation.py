@@ -45,7 +45,7 @@ class Judged:
 
 def run_tasks(rt: Runtime, node_id: str, files: Files, tasks: list[Task], label: str) -> Judged:
     """The node's scaffold on `tasks` with the node's weights, scored in the scoring pool."""
-    rt.set_weights(rt.archive.weights_chain(node_id).records)
+    rt.set_weights(rt.archive.weights_chain(node_id))
     result = solve(
         files,
         tasks,

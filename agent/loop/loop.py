@@ -295,18 +295,23 @@ class Loop:
     def _store(self, node_id: str, parent_id: str, iteration: int, child: Child) -> None:
         metadata = child.metadata | {"iteration": iteration}
         status, reason = (Status.FAILED, child.failure) if child.failure else (Status.PENDING, None)
-        self.rt.archive.add_child(
-            parent_id,
-            child.operator,
-            es_record=child.es_record if not child.failure else None,
-            files=child.changes if child.changes and not child.failure else None,
-            node_id=node_id,
-            status=status,
-            failure_reason=reason,
-            cost=child.cost,
-            metadata=metadata,
-            message=f"{child.operator} {node_id} from {parent_id}",
-        )
+        try:
+            self.rt.archive.add_child(
+                parent_id,
+                child.operator,
+                es_record=child.es_record if not child.failure else None,
+                files=child.changes if child.changes and not child.failure else None,
+                checkpoint=child.checkpoint if not child.failure else None,
+                node_id=node_id,
+                status=status,
+                failure_reason=reason,
+                cost=child.cost,
+                metadata=metadata,
+                message=f"{child.operator} {node_id} from {parent_id}",
+            )
+        finally:
+            if child.checkpoint is not None:  # the archive keeps its own copy
+                child.checkpoint.unlink(missing_ok=True)
         self.events.emit(
             "node_added",
             node=node_id,
@@ -314,6 +319,7 @@ class Loop:
             operator=child.operator,
             status=str(status),
             failure=child.failure,
+            checkpoint=child.checkpoint is not None and not child.failure,
         )
 
     # ---- reporting ---------------------------------------------------------------------------

@@ -3,11 +3,13 @@ edit (with its weights), or both. Each returns a `Child` to store; none raises f
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from agent.es import EsConfig
@@ -18,10 +20,11 @@ from agent.loop.evaluation import attempts_from_notes, run_tasks, scaffold_files
 from agent.loop.runtime import Runtime
 from agent.scaffold.edit import EditConfig, propose
 from agent.scaffold.solving import Scoring, solve
-from archive import Cost
+from archive import Cost, WeightsChain
 from evaluators.task import Task
 
 OPERATORS = ("es_step", "scaffold_edit", "both")
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -29,6 +32,7 @@ class Child:
     operator: str
     es_record: dict[str, Any] | None = None
     changes: dict[str, str | None] | None = None  # None: the parent's scaffold
+    checkpoint: Path | None = None  # the child's weights, materialized (`[es] checkpoint_every`)
     failure: str | None = None
     cost: Cost = Cost()
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -83,11 +87,24 @@ def es_config(rt: Runtime) -> EsConfig:
     )
 
 
+def checkpoint_if_due(rt: Runtime, depth: int) -> Path | None:
+    """The loaded weights materialized, every `[es] checkpoint_every` steps of depth. Only a
+    shortcut for later replays: one that cannot be written is logged, and the child kept."""
+    every = rt.config.es.checkpoint_every
+    if not every or depth % every:
+        return None
+    try:
+        return rt.write_checkpoint()
+    except OSError as exc:
+        log.warning("ES checkpoint not written (the child is kept without one): %s", exc)
+        return None
+
+
 def es_step(rt: Runtime, parent_id: str, iteration: int) -> Child:
     """One EGGROLL step from the parent's weights; the step index is the iteration, so no two
     children of a run share noise. Leaves the model at the child's weights."""
     started = time.time()
-    chain = rt.archive.weights_chain(parent_id).records
+    chain = rt.archive.weights_chain(parent_id)
     rt.set_weights(chain)
     files = scaffold_files(rt.archive, parent_id)
     es = rt.weights.strategy(es_config(rt), step=iteration)  # moves the chain's own master
@@ -101,10 +118,12 @@ def es_step(rt: Runtime, parent_id: str, iteration: int) -> Child:
     )
     result = trainer.step(parent=parent_id)
     record = asdict(result.record)
-    rt.set_weights([*chain, record])  # loaded here already: this reaches the Ray replicas
+    child = WeightsChain(chain.base_model, chain.base_hash, [*chain.records, record])
+    rt.set_weights(child)  # loaded here already: this reaches the Ray replicas
     return Child(
         "es_step",
         es_record=record,
+        checkpoint=checkpoint_if_due(rt, len(child.records)),
         cost=Cost(result.tokens, result.score_s, time.time() - started),
         metadata={
             "es": {
@@ -135,7 +154,7 @@ def scaffold_edit(rt: Runtime, parent_id: str, iteration: int, rng: random.Rando
     copy of its repository (with the parent's weights, unless an external proposer is set)."""
     started = time.time()
     parent = rt.archive.get(parent_id)
-    rt.set_weights(rt.archive.weights_chain(parent_id).records)
+    rt.set_weights(rt.archive.weights_chain(parent_id))
     files = scaffold_files(rt.archive, parent_id)
     by_id = {t.task_id: t for t in rt.tasks.train}
     attempts = attempts_from_notes(parent.metadata.get("failures", []), by_id)
@@ -170,6 +189,7 @@ def both(rt: Runtime, parent_id: str, iteration: int, rng: random.Random) -> Chi
     return Child(
         "both",
         es_record=step.es_record,
+        checkpoint=step.checkpoint,
         changes=edit.changes,
         cost=edit.cost + step.cost,
         metadata=edit.metadata | step.metadata,

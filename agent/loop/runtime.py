@@ -13,12 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.es.chain_weights import ChainWeights
+from agent.es.checkpoint import Checkpoint, save_checkpoint
 from agent.gateway import Gateway, GatewayConfig, tokenizer_chat_template
 from agent.loop.config import RunConfig
 from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
 from agent.scaffold.solving import Meter
 from agent.scale.executor import make_executor
-from archive import Archive
+from archive import Archive, WeightsChain
 from evaluators.splits import load_split
 from evaluators.task import Task
 from evaluators.timeouts import calibrate
@@ -55,6 +56,9 @@ def load_tasks(config: RunConfig) -> TaskSets:
     )
 
 
+CHECKPOINT_SCRATCH = "es-checkpoint.safetensors"
+
+
 class Runtime:
     """Opened once per `run`/`resume`; closed on exit, whatever happens."""
 
@@ -66,6 +70,8 @@ class Runtime:
         try:
             # Created on first use: a run killed before its archive existed resumes from scratch.
             self.archive = self._stack.enter_context(Archive(run_dir, create=True))
+            for stale in run_dir.glob(CHECKPOINT_SCRATCH + "*"):  # a checkpoint write killed
+                stale.unlink()
             self.tasks = load_tasks(config)
             m = config.model
             model_config = TransformersBackendConfig(
@@ -111,11 +117,20 @@ class Runtime:
             self._stack.close()
             raise
 
-    def set_weights(self, records: list[dict]) -> None:
-        """Put the policy (and every replica) at base + `records`."""
-        self.weights.set(records)
+    def set_weights(self, chain: WeightsChain) -> None:
+        """Put the policy (and every replica) at the chain's weights. This process starts from
+        the chain's deepest checkpoint, if it has one; replicas replay from the base."""
+        held = chain.checkpoint_records
+        self.weights.set(chain.records, Checkpoint(chain.checkpoint, held) if held else None)
         if self.replicas is not None:
-            self.replicas.set_weights(records)
+            self.replicas.set_weights(chain.records)
+
+    def write_checkpoint(self) -> Path:
+        """The loaded weights' checkpoint, in a scratch file of the run (the archive copies it
+        into its blobs; one left by a crash is removed when the run reopens)."""
+        path = self.run_dir / CHECKPOINT_SCRATCH
+        save_checkpoint(path, self.weights.master, self.weights.state)
+        return path
 
     def close(self) -> None:
         self._stack.close()

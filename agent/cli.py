@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from agent.commands import eval as eval_commands
+from agent.commands import export as export_commands
 from agent.commands import graph as graph_commands
 from agent.commands import run as run_commands
 from agent.commands import sandbox as sandbox_commands
@@ -25,6 +26,7 @@ app.command(name="serve")(serve_commands.serve)
 app.command(name="run")(run_commands.run)
 app.command(name="resume")(run_commands.resume)
 app.command(name="status")(run_commands.status)
+app.command(name="export")(export_commands.export)
 
 
 def main() -> None:

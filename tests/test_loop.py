@@ -200,6 +200,55 @@ def test_run_status_graph_and_sigterm(tiny_dir, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert set(snapshot(run_dir)) == {f"n{i:04d}" for i in range(5)}
     assert_checkpoints(run_dir)
+    assert_export(run_dir, tiny_dir, tmp_path)
+
+
+def assert_export(run_dir: Path, tiny_dir: Path, tmp_path: Path) -> None:
+    """`lineage export` of a real run: an ES node's weights as a model folder any tool loads, bit
+    for bit the chain replayed on the base model as the run loads it, and its scaffold; bad
+    requests are one clear error."""
+    import json
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from agent.es.chain_weights import ChainWeights
+    from agent.loop.config import EsSection
+    from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
+
+    with Archive(run_dir, readonly=True) as archive:
+        node = next(n for n in archive.nodes() if n.es_record and n.status != Status.FAILED)
+        records = archive.weights_chain(node.id).records
+        archive.checkout(node.id, tmp_path / "expected-scaffold")
+    out = tmp_path / "export"
+    export = [*LINEAGE, "export", str(run_dir), node.id, "--out", str(out)]
+    done = subprocess.run(export, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    exported = AutoModelForCausalLM.from_pretrained(out / "model", dtype="auto").state_dict()
+
+    def as_the_run_loads_it() -> torch.nn.Module:  # the run's [model], dtype "auto" included
+        config = TransformersBackendConfig(model=str(tiny_dir), dtype="auto")
+        return TransformersBackend.from_config(config).model
+
+    expected = as_the_run_loads_it()
+    ChainWeights(expected, EsSection().target_modules).set(records)
+    assert exported.keys() == expected.state_dict().keys()
+    assert all(torch.equal(v, exported[k]) for k, v in expected.state_dict().items())
+    # (whether the records moved the weights depends on the run's rewards: tests/test_export.py
+    # checks that with a record that does)
+    scaffold = sorted(p.relative_to(out / "scaffold") for p in (out / "scaffold").rglob("*"))
+    assert scaffold == sorted(
+        p.relative_to(tmp_path / "expected-scaffold")
+        for p in (tmp_path / "expected-scaffold").rglob("*")
+    )
+    info = json.loads((out / "node.json").read_text())
+    assert info["node"] == node.id and info["es_records"] == len(records)
+    again = subprocess.run(export, capture_output=True, text=True, cwd=ROOT)
+    assert again.returncode == 2 and "already exists" in again.stderr
+    missing = [*LINEAGE, "export", str(run_dir), "n9999", "--out", str(tmp_path / "x")]
+    unknown = subprocess.run(missing, capture_output=True, text=True, cwd=ROOT)
+    assert unknown.returncode == 2 and "n9999" in unknown.stderr, unknown.stderr
+    assert not (tmp_path / "x").exists()
 
 
 @pytest.mark.docker

@@ -25,10 +25,27 @@ from agent.loop.events import EventLog
 from agent.loop.operators import Child, both, choose_operator, es_step, scaffold_edit
 from agent.loop.runtime import Runtime, model_hash
 from agent.scaffold.repo import seed_files
-from archive import Score, Status
+from archive import Archive, Score, Status
 from evaluators.samples import write_atomically
 
 ROOT_ID = "n0000"
+
+
+def best_by_dev(archive: Archive) -> str:
+    """The run's answer: the evaluated node with the best dev score (ties: train score, then
+    the earlier node); the root when nothing beat it."""
+    best, key = ROOT_ID, None
+    for node in archive.nodes():
+        if node.status is not Status.EVALUATED or "dev" not in node.scores:
+            continue
+        k = (
+            node.scores["dev"].score,
+            node.scores.get("train", Score(0, 0)).score,
+            -node.created_at,
+        )
+        if key is None or k > key:
+            best, key = node.id, k
+    return best
 
 
 def node_id_for(iteration: int) -> str:
@@ -324,18 +341,7 @@ class Loop:
 
     # ---- reporting ---------------------------------------------------------------------------
     def _best_by_dev(self) -> str:
-        best, key = ROOT_ID, None
-        for node in self.rt.archive.nodes():
-            if node.status is not Status.EVALUATED or "dev" not in node.scores:
-                continue
-            k = (
-                node.scores["dev"].score,
-                node.scores.get("train", Score(0, 0)).score,
-                -node.created_at,
-            )
-            if key is None or k > key:
-                best, key = node.id, k
-        return best
+        return best_by_dev(self.rt.archive)
 
     def _report_heldout(self) -> list[dict[str, Any]]:
         """Base and best-by-dev on the held-out split (reporting only: never read by selection)."""

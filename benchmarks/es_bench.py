@@ -64,7 +64,7 @@ def build(args):
 def es_config(args):
     from agent.es import EsConfig
 
-    return EsConfig(population=args.members, rank=1, seed=0)
+    return EsConfig(population=args.members, rank=1, seed=0, optimizer=args.optimizer)
 
 
 def timed(fn) -> tuple[float, int]:
@@ -156,6 +156,8 @@ def peak_memory_child(args, what: str) -> dict[str, float]:
         str(args.max_new_tokens),
         "--batch-size",
         str(args.batch_size),
+        "--optimizer",
+        args.optimizer,
     ] + (["--random-init"] if args.random_init else [])
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
@@ -213,6 +215,7 @@ def main() -> None:
     parser.add_argument("--model", default="default")
     parser.add_argument("--dtype", default="float32", help="float32 (master = model) or bfloat16")
     parser.add_argument("--members", type=int, default=32)
+    parser.add_argument("--optimizer", default="sgd", help="sgd, or adam (two more fp32 copies)")
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--max-new-tokens", type=int, default=32)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -258,7 +261,8 @@ def main() -> None:
     weights = "random weights, EOS off" if args.random_init else "real weights"
     table = Table(
         title=f"ES throughput, {args.model} {args.dtype} on {device} ({weights}), N={args.members}, "
-        f"r=1, {args.prompts} prompts x {args.max_new_tokens} new tokens, batch {args.batch_size}"
+        f"r=1, {args.optimizer}, {args.prompts} prompts x {args.max_new_tokens} new tokens, "
+        f"batch {args.batch_size}"
     )
     table.add_column("figure")
     table.add_column("value", justify="right")

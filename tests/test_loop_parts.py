@@ -16,6 +16,7 @@ from agent.es.chain_weights import ChainWeights
 from agent.es.checkpoint import Checkpoint, save_checkpoint
 from agent.es.record import EsRecord
 from agent.es.replay import base_weights, replay
+from agent.es.weight_store import SpilledWeights
 from agent.loop.config import RunConfig, from_dict
 from agent.loop.events import EventLog, read_events
 from agent.loop.loop import Spent
@@ -146,6 +147,9 @@ def test_an_es_step_extends_the_loaded_chain_in_place(dtype):
     es = weights.strategy(config, step=2)
     assert es.master is weights.master and es.state is weights.state
     r2 = es.tell(es.ask(), [1.0, 0.0, 0.5, 0.2])
+    # Adam's moments (two more fp32 copies of the targeted weights) are spilled like the master
+    assert isinstance(weights.state.first, SpilledWeights)
+    assert isinstance(weights.state.second, SpilledWeights)
     expected, _ = replay(base, [EsRecord(**r1), r2])
     assert all(torch.equal(weights.master[k], expected[k]) for k in expected)
     assert all(torch.equal(targeted(model)[k], expected[k].to(dtype).float()) for k in expected)

@@ -59,7 +59,7 @@ class ChainWeights:
         self.base = SpilledWeights.of((n, layer.weight) for n, layer in targets.items())
         self._model_is_master = all_fp32(self._linears)
         self.master: Weights = self._model_master() if self._model_is_master else SpilledWeights()
-        self.state = OptimizerState()
+        self.state = OptimizerState(spilled=True)
         self.loaded: list[str] | None = None  # the loaded chain, one canonical JSON per record
         self.generation = 0  # bumped whenever the master moves other than by a strategy's tell
 
@@ -108,7 +108,7 @@ class ChainWeights:
                 names = list(dict.fromkeys(m for r in todo for m in r.modules))
             else:  # from the base: every captured module, so ones this chain leaves are reset
                 source, todo, names = self.base.__getitem__, chain, list(self.base)
-                self.state = OptimizerState()
+                self.state = OptimizerState(spilled=True)
             first = self.state.steps + 1
             for name in names:
                 w = source(name)
@@ -132,7 +132,7 @@ class ChainWeights:
                 raise ValueError(
                     f"it holds {checkpoint.records} records of a chain of {len(chain)}"
                 )
-            saved, state = load_checkpoint(checkpoint.path)
+            saved, state = load_checkpoint(checkpoint.path, spilled=True)
         except (OSError, ValueError) as exc:
             log.warning(
                 "checkpoint %s not used (replaying from the base): %s", checkpoint.path, exc
@@ -188,6 +188,6 @@ class ChainWeights:
         broke off part way): the next `set` rebuilds from the base."""
         self.generation += 1
         if record is None or self.loaded is None:
-            self.loaded, self.state = None, OptimizerState()
+            self.loaded, self.state = None, OptimizerState(spilled=True)
         else:
             self.loaded.append(record.to_json())

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from agent.es.eggroll import OptimizerState
-from agent.es.weight_store import SpilledWeights, f32_bytes, read_f32, write_all
+from agent.es.weight_store import SpilledWeights, Weights, f32_bytes, read_f32, write_all
 
 _PREFIXES = ("w", "m1", "m2")
 
@@ -75,14 +75,16 @@ def save_checkpoint(path: Path, weights: Mapping[str, torch.Tensor], state: Opti
         raise
 
 
-def load_checkpoint(path: Path) -> tuple[CheckpointWeights, OptimizerState]:
-    """The weights (read one module at a time, on use) and the optimizer state (in memory)."""
+def load_checkpoint(path: Path, spilled: bool = False) -> tuple[CheckpointWeights, OptimizerState]:
+    """The weights (read one module at a time, on use) and the optimizer state: Adam's moments
+    in memory, or `spilled` (copied one module at a time into spilled stores)."""
     weights = CheckpointWeights(path)
-    moments = [
-        {name: weights.read(prefix, name) for name in weights.names(prefix)}
-        for prefix in ("m1", "m2")
-    ]
-    return weights, OptimizerState(weights.optimizer_steps, moments[0] or None, moments[1] or None)
+    moments: list[Weights | None] = []
+    for prefix in ("m1", "m2"):
+        names = weights.names(prefix)
+        pairs = ((name, weights.read(prefix, name)) for name in names)
+        moments.append((SpilledWeights.of(pairs) if spilled else dict(pairs)) if names else None)
+    return weights, OptimizerState(weights.optimizer_steps, *moments, spilled=spilled)
 
 
 class CheckpointWeights(Mapping[str, torch.Tensor]):
@@ -140,6 +142,9 @@ class CheckpointWeights(Mapping[str, torch.Tensor]):
         if f"w/{name}" not in self._index:
             raise KeyError(name)
         return self.read("w", name)
+
+    def __contains__(self, name: object) -> bool:
+        return f"w/{name}" in self._index  # (Mapping's default would read the module)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names("w"))

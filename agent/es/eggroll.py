@@ -55,11 +55,14 @@ def select_targets(model: nn.Module, suffixes: Sequence[str]) -> dict[str, nn.Li
 
 @dataclass
 class OptimizerState:
-    """Adam moments per module (empty for SGD); rebuilt by replaying the chain, never stored."""
+    """Adam moments per module (none for SGD); rebuilt by replaying the chain, or read from a
+    checkpoint. `spilled`: Adam's moments, two more fp32 copies of the targeted weights, go to
+    spilled stores like the master (what `EggRoll` and `ChainWeights` use) instead of dicts."""
 
     steps: int = 0
-    first: dict[str, torch.Tensor] | None = None
-    second: dict[str, torch.Tensor] | None = None
+    first: Weights | None = None
+    second: Weights | None = None
+    spilled: bool = False
 
 
 class ChainState(Protocol):
@@ -105,11 +108,14 @@ def update_module(
     if cfg["optimizer"] == "adam":
         b1, b2 = cfg["adam_betas"]
         if state.first is None or state.second is None:
-            state.first, state.second = {}, {}
-        m = state.first.setdefault(module, torch.zeros_like(g))
-        v = state.second.setdefault(module, torch.zeros_like(g))
+            state.first, state.second = (
+                (SpilledWeights(), SpilledWeights()) if state.spilled else ({}, {})
+            )
+        m = state.first[module] if module in state.first else torch.zeros_like(g)
+        v = state.second[module] if module in state.second else torch.zeros_like(g)
         m.mul_(b1).add_(g, alpha=1 - b1)
         v.mul_(b2).addcmul_(g, g, value=1 - b2)
+        state.first[module], state.second[module] = m, v  # a store's read is a copy
         m_hat = m / (1 - b1**t)
         v_hat = v / (1 - b2**t)
         step = cfg["alpha"] * m_hat / (v_hat.sqrt() + cfg["adam_eps"])
@@ -219,7 +225,7 @@ class EggRoll:
                 if all_fp32(self.layers)
                 else SpilledWeights.of((n, layer.weight) for n, layer in self.layers.items())
             )
-            self.state = OptimizerState()
+            self.state = OptimizerState(spilled=True)
         # The model's own tensors are the master: nothing to write back, restores need a copy.
         self.shares_master = isinstance(self.master, ModelWeights)
         self.step = step

@@ -2,10 +2,11 @@
 
 ES needs fp32 values of every targeted weight beside the model: the base that every chain is
 rebuilt from, the master of a model that runs in bf16/fp16 (bf16 rounds away steps of 1e-5), the
-restore copy of the full-rank mode. Each is as large as the targeted part of an fp32 model, so
-held in memory they made the loop's ES step peak at about 2x the RSS of inference alone. Here
-they are read and written one module at a time: a step holds one module-sized buffer beyond the
-model, and the rest sits in the kernel's page cache, which it gives back under pressure.
+restore copy of the full-rank mode, Adam's two moments. Each is as large as the targeted part of
+an fp32 model, so held in memory they made the loop's ES step peak at about 2x the RSS of
+inference alone. Here they are read and written one module at a time: a step holds one
+module-sized buffer beyond the model, and the rest sits in the kernel's page cache, which it
+gives back under pressure.
 
 The file is anonymous (O_TMPFILE, or unlinked at once), so the kernel frees it when the process
 ends, kill -9 included: no crash leaves gigabytes behind. It is made under $LINEAGE_CACHE/spill
@@ -115,6 +116,9 @@ class SpilledWeights(MutableMapping[str, torch.Tensor]):
 
     def __delitem__(self, name: str) -> None:
         del self._index[name]  # its bytes stay until the file is closed
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index  # (Mapping's default would read the module)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._index)

@@ -75,8 +75,10 @@ def main() -> None:
         with console.status("from the checkpoint, one record"):
             weights.set([])
             started = time.perf_counter()
-            weights.set(chain, Checkpoint(path, len(chain) - 1))
+            replayed = weights.set(chain, Checkpoint(path, len(chain) - 1))
             checkpoint_s = time.perf_counter() - started
+        if replayed != 1:
+            raise SystemExit(f"the checkpoint was not used: {replayed} records replayed, not 1")
         if not all(torch.equal(weights.master[n], w) for n, w in expected.items()):
             raise SystemExit("the checkpoint path gave other weights than replay from the base")
         figures = {

@@ -76,7 +76,7 @@ def test_export_writes_the_replayed_weights_and_the_scaffold(tiny_dir, tmp_path)
     assert (out / "scaffold" / "agent.py").read_text() == "2"
     info = json.loads((out / "node.json").read_text())
     assert info["node"] == leaf and info["es_records"] == 3
-    assert info["from_checkpoint_records"] == 2  # started from the second child's checkpoint
+    assert info["replayed_records"] == 1  # the second child's checkpoint held the other two
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out-")] == []
 
 

@@ -7,7 +7,8 @@ deepest checkpoint, if any) and writes what any tool can load:
     DIR/model/      the weights and tokenizer (Hugging Face `save_pretrained`: transformers,
                     vLLM, `lineage eval --model DIR/model`)
     DIR/scaffold/   the agent's own code at that node (its git tree, checked out)
-    DIR/node.json   where it came from: run, node, scores, base model, chain length
+    DIR/node.json   where it came from: run, node, scores, base model, chain length, and how
+                    many records were replayed (the rest came from a checkpoint)
 
 DIR is built beside itself and renamed into place at the end, so an export that fails or is
 killed leaves no half-written DIR.
@@ -38,10 +39,9 @@ def export(
 ) -> None:
     """Write a node's weights (a Hugging Face model folder) and scaffold code to --out."""
     from agent.es.chain_weights import ChainWeights
-    from agent.es.checkpoint import Checkpoint
     from agent.loop.config import ConfigError, load_saved
     from agent.loop.loop import best_by_dev
-    from agent.loop.runtime import model_hash
+    from agent.loop.runtime import checkpoint_of, model_hash
     from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
     from archive import Archive, ArchiveError
 
@@ -70,9 +70,9 @@ def export(
                 f"the model {m.name!r} is not the run's base (hash {model_hash(backend)}, the "
                 f"archive has {chain.base_hash}): was it replaced since the run?"
             )
-        start = Checkpoint(chain.checkpoint, chain.checkpoint_records) if chain.checkpoint else None
+        start = checkpoint_of(chain)
         with console.status(f"replaying {len(chain.records)} ES records onto the base"):
-            ChainWeights(backend.model, cfg.es.target_modules).set(chain.records, start)
+            replayed = ChainWeights(backend.model, cfg.es.target_modules).set(chain.records, start)
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
         try:
@@ -88,7 +88,7 @@ def export(
                     "base_model": chain.base_model,
                     "base_hash": chain.base_hash,
                     "es_records": len(chain.records),
-                    "from_checkpoint_records": chain.checkpoint_records if start else 0,
+                    "replayed_records": replayed,  # the rest came from a checkpoint
                 }
                 (staging / "node.json").write_text(json.dumps(info, indent=2) + "\n")
             staging.rename(out)

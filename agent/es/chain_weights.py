@@ -67,8 +67,9 @@ class ChainWeights:
         self,
         records: Sequence[EsRecord | Mapping[str, Any]],
         checkpoint: Checkpoint | None = None,
-    ) -> None:
-        """Make the model's weights those of base + `records`, in order ([] = the base model).
+    ) -> int:
+        """Make the model's weights those of base + `records`, in order ([] = the base model);
+        returns how many records it applied (0: that chain was loaded already).
 
         One module at a time: read its fp32 value (the base's; the master's when the chain
         extends the loaded one; `checkpoint`'s, which holds the chain's first records applied),
@@ -79,7 +80,7 @@ class ChainWeights:
         chain = [as_record(r) for r in records]
         keys = [r.to_json() for r in chain]
         if keys == self.loaded:
-            return
+            return 0
         modules = list(dict.fromkeys(m for r in chain for m in r.modules))
         new = [m for m in modules if m not in self.base]
         unknown = [m for m in new if m not in self._linears]
@@ -121,6 +122,7 @@ class ChainWeights:
             if start is not None:
                 start[0].close()
         self.loaded = keys
+        return len(todo)
 
     def _open(
         self, checkpoint: Checkpoint, chain: Sequence[EsRecord]

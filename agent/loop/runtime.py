@@ -120,8 +120,7 @@ class Runtime:
     def set_weights(self, chain: WeightsChain) -> None:
         """Put the policy (and every replica) at the chain's weights. This process starts from
         the chain's deepest checkpoint, if it has one; replicas replay from the base."""
-        held = chain.checkpoint_records
-        self.weights.set(chain.records, Checkpoint(chain.checkpoint, held) if held else None)
+        self.weights.set(chain.records, checkpoint_of(chain))
         if self.replicas is not None:
             self.replicas.set_weights(chain.records)
 
@@ -140,6 +139,13 @@ class Runtime:
 
     def __exit__(self, *_: object) -> None:
         self.close()
+
+
+def checkpoint_of(chain: WeightsChain) -> Checkpoint | None:
+    """Where replaying `chain` may start: its deepest checkpoint, as the archive names it."""
+    if chain.checkpoint is None:
+        return None
+    return Checkpoint(chain.checkpoint, chain.checkpoint_records)
 
 
 def model_hash(backend: TransformersBackend) -> str:

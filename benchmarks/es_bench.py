@@ -30,8 +30,8 @@ import subprocess
 import sys
 import time
 
+from figures import print_figures
 from rich.console import Console
-from rich.table import Table
 
 
 def build(args):
@@ -259,23 +259,20 @@ def main() -> None:
         )
     device = figures.pop("device")
     weights = "random weights, EOS off" if args.random_init else "real weights"
-    table = Table(
-        title=f"ES throughput, {args.model} {args.dtype} on {device} ({weights}), N={args.members}, "
+    print_figures(
+        f"ES throughput, {args.model} {args.dtype} on {device} ({weights}), N={args.members}, "
         f"r=1, {args.optimizer}, {args.prompts} prompts x {args.max_new_tokens} new tokens, "
-        f"batch {args.batch_size}"
+        f"batch {args.batch_size}",
+        figures,
+        targets={
+            "eggroll_vs_plain": ">= 0.8",
+            "eggroll_vs_naive": ">= 3",
+            "step_peak_rss_vs_inference": "<= 1.3",
+            "step_peak_gpu_vs_inference": "<= 1.3",
+        },
+        digits=2,
+        console=console,
     )
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    table.add_column("target")
-    targets = {
-        "eggroll_vs_plain": ">= 0.8",
-        "eggroll_vs_naive": ">= 3",
-        "step_peak_rss_vs_inference": "<= 1.3",
-        "step_peak_gpu_vs_inference": "<= 1.3",
-    }
-    for key, value in figures.items():
-        table.add_row(key, f"{value:.2f}", targets.get(key, ""))
-    console.print(table)
     if args.json_path:
         with open(args.json_path, "w") as f:
             json.dump({**figures, "device": device, "config": vars(args)}, f, indent=2)

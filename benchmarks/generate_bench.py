@@ -28,8 +28,7 @@ import time
 from pathlib import Path
 
 import torch
-from rich.console import Console
-from rich.table import Table
+from figures import print_figures
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -144,12 +143,7 @@ def main() -> None:
         figures["population_vs_plain"] = round(population["tok_s"] / plain["tok_s"], 3)
 
     args.json.write_text(json.dumps(figures, indent=2) + "\n")
-    table = Table(title=f"generate_bench: {len(prompts)} HumanEval prompts, greedy")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, value in figures.items():
-        table.add_row(key, str(value))
-    Console().print(table)
+    print_figures(f"generate_bench: {len(prompts)} HumanEval prompts, greedy", figures, digits=None)
 
 
 if __name__ == "__main__":

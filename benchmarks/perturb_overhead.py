@@ -27,8 +27,8 @@ import json
 import time
 
 import torch
+from figures import print_figures
 from rich.console import Console
-from rich.table import Table
 from torch.utils._python_dispatch import TorchDispatchMode
 
 
@@ -168,16 +168,13 @@ def main() -> None:
     console = Console()
     with console.status("decoding steps: plain and with a population"):
         figures = measure(args)
-    table = Table(
-        title=f"Per-row low-rank terms in an op-bound decoding step: {args.layers} Qwen2 blocks, "
+    print_figures(
+        f"Per-row low-rank terms in an op-bound decoding step: {args.layers} Qwen2 blocks, "
         f"width {args.hidden}, {args.members} rows (one per member), {args.device}, "
-        f"torch {torch.__version__}"
+        f"torch {torch.__version__}",
+        figures,
+        console=console,
     )
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, value in figures.items():
-        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
-    console.print(table)
     if args.json_path:
         with open(args.json_path, "w") as f:
             json.dump({**figures, "config": vars(args), "torch": torch.__version__}, f, indent=2)

@@ -20,8 +20,8 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from figures import print_figures
 from rich.console import Console
-from rich.table import Table
 
 
 def main() -> None:
@@ -95,12 +95,9 @@ def main() -> None:
         for f in folder.iterdir():
             f.unlink()
         folder.rmdir()
-    table = Table(title=f"Setting a depth-{args.depth} node, {args.model} {args.dtype}")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, value in figures.items():
-        table.add_row(key, f"{value:.2f}")
-    console.print(table)
+    print_figures(
+        f"Setting a depth-{args.depth} node, {args.model} {args.dtype}", figures, console=console
+    )
     if args.json_path:
         with open(args.json_path, "w") as f:
             json.dump({**figures, "config": vars(args)}, f, indent=2)

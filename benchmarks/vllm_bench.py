@@ -20,8 +20,7 @@ import json
 import time
 
 import torch
-from rich.console import Console
-from rich.table import Table
+from figures import print_figures
 
 
 def population_for(model_path: str, members: int, seed: int = 0):
@@ -149,12 +148,7 @@ def main() -> None:
 
 def show(args: argparse.Namespace, figures: dict) -> None:
     """Print the figures as a table and write them to `--json`."""
-    table = Table(title=f"vLLM backend, {args.model}")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, value in figures.items():
-        table.add_row(key, f"{value:.3f}" if isinstance(value, float) else str(value))
-    Console().print(table)
+    print_figures(f"vLLM backend, {args.model}", figures)
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), **figures}, f, indent=2)

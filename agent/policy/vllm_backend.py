@@ -14,9 +14,10 @@ start plus a warm-up (about a minute on a 2-core CPU), so build one and reuse it
 An ES population rides on vLLM's multi-LoRA batching: member m's perturbation sigma * A_m B_m^T /
 sqrt(r) is exactly a rank-r LoRA adapter (lora_A = B_m^T, lora_B = sigma / sqrt(r) * A_m, alpha =
 r so the scaling is 1), written to a RAM-backed temp folder and attached to that member's rows;
-the base weights are shared, no member gets a copy. On a CPU this path is several times slower
-than plain batched decoding (measured: 32 rank-1 adapters 50 tok/s vs 177 tok/s without), so it
-is not the CPU fast path for ES; it is the GPU one.
+the base weights are shared, no member gets a copy. On a CPU, vLLM's own LoRA ops gather every
+token's adapter matrices; this project's plugin (`agent/policy/vllm_cpu_lora.py`, loaded by vLLM
+itself) replaces them with slot-wide matmuls. Keep `max_lora_rank` at the ES rank: vLLM pads
+every adapter to it, and the LoRA work grows with it.
 """
 
 from __future__ import annotations
@@ -59,8 +60,9 @@ class VllmBackendConfig:
       and KV cache; None = 0.9 on GPU, 0.3 on CPU (more starves the rest of the machine).
     - `max_model_len`: prompt + completion tokens per sequence.
     - `enable_lora`, `max_loras`, `max_lora_rank`: the multi-LoRA population path (off by default:
-      LoRA-wrapped layers cost plain decoding too); `max_loras` is how many members decode in one
-      batch (more members queue), `max_lora_rank` >= the ES rank.
+      LoRA-wrapped layers cost plain decoding too, and on a CPU vLLM then skips torch.compile);
+      `max_loras` is how many members decode in one batch (more members queue), `max_lora_rank`
+      >= the ES rank (1 by default, as ES's; every adapter is padded to it).
     """
 
     model: str = "default"
@@ -69,7 +71,7 @@ class VllmBackendConfig:
     max_model_len: int = 4096
     enable_lora: bool = False
     max_loras: int = 32
-    max_lora_rank: int = 8
+    max_lora_rank: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:

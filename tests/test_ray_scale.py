@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from agent.es.chain_weights import ChainWeights, as_record
+from agent.es.checkpoint import Checkpoint, save_checkpoint
 from agent.es.config import EsConfig
 from agent.es.eggroll import EggRoll
 from agent.policy.backend import GenerationConfig
@@ -190,7 +191,7 @@ def test_killed_actor_mid_run_loses_and_duplicates_nothing(cluster, sandbox_conf
 
 
 @pytest.mark.slow
-def test_ray_policy_equals_the_local_backend(cluster, one_thread) -> None:
+def test_ray_policy_equals_the_local_backend(cluster, one_thread, tmp_path) -> None:
     trained, tokenizer = tiny_model(TinyModelConfig(seed=0))
     record, population = es_record(EggRoll(ES, trained))
     base = TransformersBackend(*tiny_model(TinyModelConfig(seed=0)))
@@ -209,6 +210,17 @@ def test_ray_policy_equals_the_local_backend(cluster, one_thread) -> None:
         stepped = policy.generate(PROMPTS, GENERATION)
         assert stepped == local.generate(PROMPTS, GENERATION)
         assert stepped != base.generate(PROMPTS, GENERATION)  # the ES step changed the outputs
+
+        # From the chain's checkpoint, each replica replays nothing, to the same weights; one no
+        # node can read is replayed from the base.
+        saved = ChainWeights(tiny_model(TinyModelConfig(seed=0))[0])
+        saved.set([asdict(record)])
+        save_checkpoint(tmp_path / "one.safetensors", saved.master, saved.state)
+        for path, replayed in (("one.safetensors", [0, 0]), ("absent.safetensors", [1, 1])):
+            policy.set_weights([])
+            checkpoint = Checkpoint(tmp_path / path, records=1)
+            assert policy.set_weights([asdict(record)], checkpoint) == replayed
+            assert policy.generate(PROMPTS, GENERATION) == stepped
 
         expected = local.generate(prompts, GENERATION, population.perturbation, member_of_row)
         from_seeds = policy.generate(prompts, GENERATION, population, member_of_row)

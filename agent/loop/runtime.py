@@ -118,11 +118,13 @@ class Runtime:
             raise
 
     def set_weights(self, chain: WeightsChain) -> None:
-        """Put the policy (and every replica) at the chain's weights. This process starts from
-        the chain's deepest checkpoint, if it has one; replicas replay from the base."""
-        self.weights.set(chain.records, checkpoint_of(chain))
+        """Put the policy (and every replica) at the chain's weights, replaying from the chain's
+        deepest checkpoint where there is one (a replica whose node cannot read the archive's
+        file replays from the base)."""
+        checkpoint = checkpoint_of(chain)
+        self.weights.set(chain.records, checkpoint)
         if self.replicas is not None:
-            self.replicas.set_weights(chain.records)
+            self.replicas.set_weights(chain.records, checkpoint)
 
     def write_checkpoint(self) -> Path:
         """The loaded weights' checkpoint, in a scratch file of the run (the archive copies it

@@ -4,7 +4,7 @@
     with executor.job_runner() as runner:        # JobRunner: evaluators.score(..., runner)
         ...
     policy = executor.policy(TransformersBackendConfig(model="default"))
-    policy.set_weights(node_records)             # ES records, never weights
+    policy.set_weights(node_records, checkpoint) # ES records (and where replay may start)
     policy.generate(prompts, config, population, member_of_row)
 
 Both kinds run the same code underneath (`SandboxPool`, `LocalPolicy`), so the same seeds give the
@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from agent.es.checkpoint import Checkpoint
 from agent.policy.backend import Generation, GenerationConfig
 from agent.scale.backend_source import BackendSource
 from agent.scale.local_policy import PopulationLike
@@ -29,9 +30,12 @@ KINDS: tuple[str, ...] = ("local", "ray")
 
 
 class ChainPolicy(Protocol):
-    """A policy whose weights are set from ES records (both `LocalPolicy` and `RayPolicy`)."""
+    """A policy whose weights are set from ES records (both `LocalPolicy` and `RayPolicy`);
+    `set_weights` returns how many records were replayed (per replica, for Ray)."""
 
-    def set_weights(self, records: Sequence[Any | Mapping[str, Any]]) -> None: ...
+    def set_weights(
+        self, records: Sequence[Any | Mapping[str, Any]], checkpoint: Checkpoint | None = None
+    ) -> Any: ...
 
     def generate(
         self,

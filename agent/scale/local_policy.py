@@ -15,6 +15,7 @@ from agent.es.chain_weights import ChainWeights
 from agent.policy.backend import Generation, GenerationConfig
 
 if TYPE_CHECKING:
+    from agent.es.checkpoint import Checkpoint
     from agent.es.eggroll import Population
     from agent.es.record import EsRecord
     from agent.policy.lowrank import PopulationPerturbation
@@ -39,9 +40,12 @@ class LocalPolicy:
         self.weights = ChainWeights(backend.model)
         self._population: tuple[str, PopulationPerturbation] | None = None
 
-    def set_weights(self, records: Sequence[EsRecord | Mapping[str, Any]]) -> None:
-        """Weights become base + `records` (replayed here from their seeds)."""
-        self.weights.set(records)
+    def set_weights(
+        self, records: Sequence[EsRecord | Mapping[str, Any]], checkpoint: Checkpoint | None = None
+    ) -> int:
+        """Weights become base + `records`, replayed here from their seeds, from `checkpoint`
+        on where it can be read (else from the base); returns how many records were replayed."""
+        return self.weights.set(records, checkpoint)
 
     def generate(
         self,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from agent.es.checkpoint import Checkpoint
 from agent.policy.backend import Generation, GenerationConfig
 from agent.scale.backend_source import BackendSource, build_backend
 from agent.scale.local_policy import LocalPolicy, PopulationLike
@@ -23,8 +24,10 @@ class PolicyReplica:
     def ready(self) -> str:
         return self.node_id
 
-    def set_weights(self, records: list[dict[str, Any]]) -> None:
-        self.policy.set_weights(records)
+    def set_weights(
+        self, records: list[dict[str, Any]], checkpoint: Checkpoint | None = None
+    ) -> int:
+        return self.policy.set_weights(records, checkpoint)
 
     def generate(
         self,

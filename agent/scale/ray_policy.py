@@ -1,13 +1,15 @@
 """`RayPolicy`: `PolicyBackend.generate` sharded across model replicas on a Ray cluster.
 
 Nothing heavy crosses the network. Each replica loads the model itself (from a
-`TransformersBackendConfig` or an injected factory); `set_weights(records)` sends the ES records
-(seeds and shaped fitness) and every replica replays them into its own copy; a population given as
-a `Population` travels as its seeds (step, ES config, shapes) and each replica rebuilds the
-low-rank factors (a `PopulationPerturbation` given as tensors still works: it is put in the object
-store once, not once per replica). Rows are dealt round-robin over the replicas in order of prompt
-length, so every replica gets a similar mix of short and long prompts; results come back in the
-caller's order. Greedy outputs equal the local backend's on the same weights; sampled rows are
+`TransformersBackendConfig` or an injected factory); `set_weights(records, checkpoint)` sends the
+ES records (seeds and shaped fitness) and the chain's checkpoint path, and every replica replays
+them into its own copy, from the checkpoint where its node can read the file (one machine, or a
+shared filesystem), else from the base; a population given as a `Population` travels as its
+seeds (step, ES config, shapes) and each replica rebuilds the low-rank factors (a
+`PopulationPerturbation` given as tensors still works: it is put in the object store once, not
+once per replica). Rows are dealt round-robin over the replicas in order of prompt length, so
+every replica gets a similar mix of short and long prompts; results come back in the caller's
+order. Greedy outputs equal the local backend's on the same weights; sampled rows are
 seeded per replica batch, so they differ from a single-process run.
 """
 
@@ -24,6 +26,7 @@ from agent.scale.connect import actor_lost, alive_nodes, connect
 from agent.scale.local_policy import PopulationLike
 
 if TYPE_CHECKING:
+    from agent.es.checkpoint import Checkpoint
     from agent.es.record import EsRecord
 
 
@@ -69,7 +72,6 @@ class RayPolicy:
             num_cpus=cpus_per_replica, num_gpus=gpus_per_replica, scheduling_strategy="SPREAD"
         )
         self.replicas = [remote.remote(source) for _ in range(replicas)]
-        self.records: list[dict[str, Any]] = []
         ready = [r.ready.remote() for r in self.replicas]
         placed, waiting = ray.wait(ready, num_returns=len(ready), timeout=start_timeout_s)
         try:
@@ -85,12 +87,15 @@ class RayPolicy:
             self.close()
             raise
 
-    def set_weights(self, records: Sequence[EsRecord | Mapping[str, Any]]) -> None:
-        """Weights become base + `records` on every replica (each replays them itself)."""
+    def set_weights(
+        self, records: Sequence[EsRecord | Mapping[str, Any]], checkpoint: Checkpoint | None = None
+    ) -> list[int]:
+        """Weights become base + `records` on every replica (each replays them itself, from
+        `checkpoint` where its node can read the file, else from the base); returns how many
+        records each replica replayed."""
         ray = connect(self.address)
         dicts = record_dicts(records)
-        ray.get([r.set_weights.remote(dicts) for r in self.replicas])
-        self.records = dicts
+        return ray.get([r.set_weights.remote(dicts, checkpoint) for r in self.replicas])
 
     def generate(
         self,

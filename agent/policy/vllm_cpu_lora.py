@@ -69,10 +69,15 @@ class SlotMatmulPunicaWrapper(PunicaWrapperCPU):
     """vLLM's CPU punica wrapper with `add_lora_linear` as slot-wide matmuls (see the module);
     embeddings and logits keep vLLM's own ops (ES perturbs neither)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._any_adapter = False  # until the first step's mapping says otherwise
+        self._onehot: dict[tuple[int, torch.dtype], torch.Tensor] = {}
+
     def update_metadata(self, mapping, lora_index_to_id, max_loras, vocab_size, **kwargs):
         super().update_metadata(mapping, lora_index_to_id, max_loras, vocab_size, **kwargs)
         self._any_adapter = bool((self.token_lora_indices >= 0).any())  # once per step
-        self._onehot: dict[tuple[int, torch.dtype], torch.Tensor] = {}
+        self._onehot = {}
 
     def onehot(self, slots: int, dtype: torch.dtype) -> torch.Tensor:
         """(tokens, slots): row t marks token t's slot, all zero where it has no adapter."""

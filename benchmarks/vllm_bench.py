@@ -130,7 +130,14 @@ def population_child(args: argparse.Namespace, engine: str) -> dict[str, float]:
         if engine == "reference-lora":
             env["VLLM_PLUGINS"] = ""  # no general plugins: vLLM's own CPU LoRA ops
         command = [os.path.abspath(__file__), "--population-child", engine, "--json", out]
-        for flag in ("model", "members", "prompts_per_member", "pop_tokens", "pop_repeats"):
+        for flag in (
+            "model",
+            "members",
+            "prompts_per_member",
+            "pop_tokens",
+            "pop_repeats",
+            "max_lora_rank",
+        ):
             command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
         done = subprocess.run(
             [sys.executable, *command], env=env, capture_output=True, text=True, check=False
@@ -153,7 +160,7 @@ def population_figures(args: argparse.Namespace) -> dict[str, float]:
 
     lora = args.population_child != "plain"
     config = VllmBackendConfig(
-        model=args.model, enable_lora=lora, max_loras=args.members, max_lora_rank=1
+        model=args.model, enable_lora=lora, max_loras=args.members, max_lora_rank=args.max_lora_rank
     )
     backend = VllmBackend.from_config(config)
     pool = [t.prompt for t in load_humaneval()[: args.prompts_per_member]]
@@ -210,6 +217,7 @@ def main() -> None:
     parser.add_argument("--prompts-per-member", type=int, default=4)
     parser.add_argument("--pop-tokens", type=int, default=64)
     parser.add_argument("--pop-repeats", type=int, default=2)
+    parser.add_argument("--max-lora-rank", type=int, default=1, help="the members are rank 1")
     parser.add_argument("--reference-lora", action="store_true")
     parser.add_argument("--agreement", action="store_true")
     parser.add_argument("--json", help="write the figures here")

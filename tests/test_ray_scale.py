@@ -211,8 +211,8 @@ def test_ray_policy_equals_the_local_backend(cluster, one_thread, tmp_path) -> N
         assert stepped == local.generate(PROMPTS, GENERATION)
         assert stepped != base.generate(PROMPTS, GENERATION)  # the ES step changed the outputs
 
-        # From the chain's checkpoint, each replica replays nothing, to the same weights; one no
-        # node can read is replayed from the base.
+        # From the chain's checkpoint each replica replays nothing, to the same weights; given a
+        # checkpoint that no node can read, each replays the chain from the base instead.
         saved = ChainWeights(tiny_model(TinyModelConfig(seed=0))[0])
         saved.set([asdict(record)])
         save_checkpoint(tmp_path / "one.safetensors", saved.master, saved.state)

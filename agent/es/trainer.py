@@ -64,7 +64,8 @@ class Evaluated:
     verdicts: list[Verdict]
     tokens: int
     generate_s: float  # wall time of generation (and of scoring, where it overlaps generation)
-    score_s: float  # time spent scoring: wall time, or sandbox seconds where it overlaps
+    score_s: float  # time spent in the sandbox: wall time, or container seconds (agent jobs
+    # and scoring) where it overlaps generation
 
 
 class PopulationEvaluator(Protocol):

@@ -20,7 +20,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent.loop.config import ConfigError
-from agent.loop.evaluation import evaluate, run_tasks, scaffold_files
+from agent.loop.evaluation import (
+    GatewayDown,
+    InfraError,
+    NoProgram,
+    evaluate,
+    run_tasks,
+    scaffold_files,
+)
 from agent.loop.events import EventLog
 from agent.loop.operators import Child, both, choose_operator, es_step, scaffold_edit
 from agent.loop.runtime import Runtime, model_hash
@@ -29,6 +36,37 @@ from archive import Archive, Score, Status
 from evaluators.samples import write_atomically
 
 ROOT_ID = "n0000"
+INFRA_STREAK_MAX = 3  # children in a row lost to sandbox failures: the sandbox is broken, stop
+
+
+class SeedScaffoldError(RuntimeError):
+    """The base node's agent produced no program at all. The seed scaffold is Lineage's own code,
+    so this is a broken install or a bug of ours, never a score of 0: the run stops."""
+
+    def __init__(self, cause: NoProgram) -> None:
+        super().__init__(
+            f"the base node's agent (the seed scaffold) produced {cause}. Its code is Lineage's "
+            f"own, so this is not a score: {likely_fix(cause.error)} The base node is kept "
+            "pending."
+        )
+
+
+def likely_fix(error: str) -> str:
+    """A hint for the errors a broken install gives (the seed itself is tested)."""
+    if "ModuleNotFoundError" in error or "ImportError" in error:
+        return (
+            "the scaffold's files did not reach the agent container, or it lacks a module "
+            "they import; check that `lineage sandbox selftest` passes and that the run "
+            "directory's scaffolds.git is readable."
+        )
+    if "LLM" in error or "gateway" in error or "Connection" in error:
+        return (
+            "the agent could not use the LLM gateway; check that the gateway's socket folder "
+            "can be bind-mounted into containers (Docker must see this machine's /tmp)."
+        )
+    if "timeout" in error.lower() or "timed out" in error.lower():
+        return "the agent ran out of time; raise [solve] wall_s or lower the tasks per job."
+    return "see the error above; `lineage sandbox selftest` checks the sandbox itself."
 
 
 def best_by_dev(archive: Archive) -> str:
@@ -110,6 +148,7 @@ class Loop:
         self.session_base = self.spent.wall_s
         self.stop: str | None = None
         self.gains: dict[str, list[float]] = {}
+        self.infra_streak = 0  # children lost to sandbox failures in a row
         self._writer = None
         if rt.config.report.tensorboard:
             try:
@@ -255,20 +294,53 @@ class Loop:
             parent_train = parent.scores["train"].score if "train" in parent.scores else None
         self._phase(f"evaluating {node_id}")
         self.events.emit("evaluation_started", node=node_id)
-        result = evaluate(self.rt, node_id, parent_train)
+        try:
+            result = evaluate(self.rt, node_id, parent_train)
+        except NoProgram as exc:
+            if node_id == ROOT_ID:
+                self.events.emit("agent_error", node=node_id, error=str(exc))
+                raise SeedScaffoldError(exc) from exc
+            self._fail(node_id, "agent_error", f"agent error: {exc}")
+            return
+        except InfraError as exc:
+            self.infra_streak += 1
+            self.events.emit("infra_error", node=node_id, error=str(exc))
+            if isinstance(exc, GatewayDown) or node_id == ROOT_ID:
+                raise
+            if self.infra_streak >= INFRA_STREAK_MAX:
+                raise InfraError(
+                    f"{self.infra_streak} children in a row hit sandbox infrastructure errors; "
+                    f"the last: {exc}"
+                ) from exc
+            self._fail(node_id, "infra", f"infrastructure error (no score): {exc}")
+            return
+        self.infra_streak = 0
         archive.update_metadata(node_id, result.metadata)
         archive.record_scores(node_id, result.scores, cost=result.cost)
+        outcomes = result.metadata.get("outcomes", {})
         self.events.emit(
             "node_evaluated",
             node=node_id,
             scores={k: v.to_json() for k, v in result.scores.items()},
+            outcomes=outcomes,
             tokens=result.cost.generated_tokens,
         )
+        errors = {split: o["agent_error"] for split, o in outcomes.items() if o["agent_error"]}
+        if errors:
+            first = next(
+                (f["detail"] for f in result.metadata["failures"] if not f["program"].strip()), ""
+            )
+            self.events.emit("agent_error", node=node_id, tasks=errors, error=first)
         if self._writer is not None:
             self._write_scalars(int(node.metadata.get("iteration", 0)), result.scores)
         if parent_train is not None and "train" in result.scores:
             gain = result.scores["train"].score - parent_train
             self.gains.setdefault(node.operator, []).append(gain)
+
+    def _fail(self, node_id: str, kind: str, reason: str) -> None:
+        """A child that cannot be scored: failed with its reason (never a score of 0)."""
+        self.rt.archive.set_status(node_id, Status.FAILED, reason=reason[:2000])
+        self.events.emit("node_failed", node=node_id, kind=kind, reason=reason[:2000])
 
     def _write_scalars(self, step: int, scores: dict[str, Score]) -> None:
         """TensorBoard: this node's scores, the best so far per split, and the budget spent."""

@@ -24,8 +24,8 @@ from agent.loop.evaluation import evaluate, run_tasks, scaffold_files
 from agent.loop.events import EventLog
 from agent.loop.operators import Child, both, choose_operator, es_step, scaffold_edit
 from agent.loop.runtime import Runtime, model_hash
-from agent.scaffold.repo import seed_files
-from archive import Archive, Score, Status
+from agent.scaffold.repo import ScaffoldError, seed_files
+from archive import Archive, Score, Status, UnsafeScaffoldError
 from evaluators.samples import write_atomically
 
 ROOT_ID = "n0000"
@@ -255,7 +255,13 @@ class Loop:
             parent_train = parent.scores["train"].score if "train" in parent.scores else None
         self._phase(f"evaluating {node_id}")
         self.events.emit("evaluation_started", node=node_id)
-        result = evaluate(self.rt, node_id, parent_train)
+        try:
+            result = evaluate(self.rt, node_id, parent_train)
+        except (ScaffoldError, UnsafeScaffoldError) as exc:  # fails the same way every time
+            reason = f"cannot be evaluated: {exc}"[:2000]
+            archive.set_status(node_id, Status.FAILED, reason)
+            self.events.emit("node_failed", node=node_id, reason=reason)
+            return
         archive.update_metadata(node_id, result.metadata)
         archive.record_scores(node_id, result.scores, cost=result.cost)
         self.events.emit(

@@ -23,6 +23,7 @@ from agent.loop.evaluation import (
     outcome,
 )
 from agent.loop.loop import INFRA_STREAK_MAX, ROOT_ID, Loop, SeedScaffoldError
+from agent.loop.operators import Child
 from agent.scaffold.solving import Attempt
 from archive import Archive, Cost, Operator, Score, Status
 from evaluators.task import Task
@@ -148,3 +149,15 @@ def test_a_dead_gateway_stops_the_run_whoever_was_being_judged(loop, node_id):
     with pytest.raises(GatewayDown):
         lp._evaluate(node_id)
     assert archive.get(node_id).status is Status.PENDING
+
+
+def test_files_the_archive_refuses_make_a_failed_child_not_a_crash(loop):
+    """check_changes and the archive share one path policy; should they ever disagree, the
+    archive's refusal is the child's failure, and the run goes on."""
+    lp, archive, _ = loop
+    child = Child("scaffold_edit", changes={"a.py": "x = 2\n", "b\n120000 x\tc": "y\n"})
+    lp._store("n0005", ROOT_ID, 5, child)
+    node = archive.get("n0005")
+    assert node.status is Status.FAILED
+    assert node.failure_reason.startswith("scaffold refused by the archive:")
+    assert node.scaffold == archive.get(ROOT_ID).scaffold  # no files of the refused edit

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent.gateway import ExternalEndpoint, Gateway, GatewayConfig
+from agent.gateway import Budget, ExternalEndpoint, Gateway, GatewayConfig
 from agent.policy.tiny import TinyModelConfig, tiny_model
 from agent.policy.transformers_backend import TransformersBackend
 from agent.scaffold import solving
 from agent.scaffold.edit import EditConfig, check_changes, propose
-from agent.scaffold.jobs import selftest_job
+from agent.scaffold.jobs import improve_job, selftest_job
 from agent.scaffold.repo import apply_changes, read_files, seed_files
 from agent.scaffold.solving import SolveConfig, judge, solve
 from archive import Archive
@@ -290,6 +290,33 @@ def test_the_hand_written_improvement_passes_its_tests_and_solves_through_the_ga
     calls = [c for s in result.sessions for c in s.calls]
     assert len(calls) == 4 * 2
     assert all(a.program for a in result.attempts)
+
+
+HOSTILE_IMPROVE = """import os
+
+
+def improve(workspace, problem_statement, llm):
+    os.symlink("/etc/hostname", os.path.join(workspace, "{name}"))
+"""
+
+
+@pytest.mark.parametrize("name", ["leak.txt", "linked-dir"])
+def test_improve_cannot_hand_back_what_a_link_points_at(agent_pool, gateway, name):
+    """The in-container walker reports a link as what it is (the host checks again anyway)."""
+    files = {**seed_files(), "scaffold/improve.py": HOSTILE_IMPROVE.format(name=name)}
+    if name == "linked-dir":
+        files["scaffold/improve.py"] = files["scaffold/improve.py"].replace(
+            '"/etc/hostname"', '"/etc"'
+        )
+    token = gateway.open_session("hostile-improve", Budget(tokens=16, seconds=60, calls=1))
+    try:
+        (verdict,) = agent_pool.run(
+            [improve_job(files, "do it", token, Limits(wall_s=60, cpu_s=60))]
+        )
+    finally:
+        gateway.close_session(token)
+    assert verdict.status is not Status.PASSED, verdict.kept
+    assert "not a regular file" in verdict.detail and name in verdict.detail
 
 
 def test_check_changes_rejects_bad_diffs():

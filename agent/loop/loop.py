@@ -31,8 +31,8 @@ from agent.loop.evaluation import (
 from agent.loop.events import EventLog
 from agent.loop.operators import Child, both, choose_operator, es_step, scaffold_edit
 from agent.loop.runtime import Runtime, model_hash
-from agent.scaffold.repo import seed_files
-from archive import Archive, Score, Status
+from agent.scaffold.repo import ScaffoldError, seed_files
+from archive import Archive, Score, Status, UnsafeScaffoldError
 from evaluators.samples import write_atomically
 
 ROOT_ID = "n0000"
@@ -314,6 +314,9 @@ class Loop:
                 ) from exc
             self._fail(node_id, "infra", f"infrastructure error (no score): {exc}")
             return
+        except (ScaffoldError, UnsafeScaffoldError) as exc:  # fails the same way every time
+            self._fail(node_id, "unreadable", f"cannot be evaluated: {exc}")
+            return
         self.infra_streak = 0
         archive.update_metadata(node_id, result.metadata)
         archive.record_scores(node_id, result.scores, cost=result.cost)
@@ -383,8 +386,9 @@ class Loop:
 
     def _store(self, node_id: str, parent_id: str, iteration: int, child: Child) -> None:
         metadata = child.metadata | {"iteration": iteration}
-        status, reason = (Status.FAILED, child.failure) if child.failure else (Status.PENDING, None)
-        try:
+
+        def add(child: Child) -> None:
+            status = Status.FAILED if child.failure else Status.PENDING
             self.rt.archive.add_child(
                 parent_id,
                 child.operator,
@@ -393,11 +397,18 @@ class Loop:
                 checkpoint=child.checkpoint if not child.failure else None,
                 node_id=node_id,
                 status=status,
-                failure_reason=reason,
+                failure_reason=child.failure,
                 cost=child.cost,
                 metadata=metadata,
                 message=f"{child.operator} {node_id} from {parent_id}",
             )
+
+        try:
+            try:
+                add(child)
+            except UnsafeScaffoldError as exc:  # the archive's own check of the files: no child
+                child.failure = f"scaffold refused by the archive: {exc}"[:2000]
+                add(child)
         finally:
             if child.checkpoint is not None:  # the archive keeps its own copy
                 child.checkpoint.unlink(missing_ok=True)
@@ -406,7 +417,7 @@ class Loop:
             node=node_id,
             parent=parent_id,
             operator=child.operator,
-            status=str(status),
+            status=str(Status.FAILED if child.failure else Status.PENDING),
             failure=child.failure,
             checkpoint=child.checkpoint is not None and not child.failure,
         )

@@ -8,7 +8,6 @@ exhausted budget) ends as a `Proposal` with `failure` set, never as an exception
 
 from __future__ import annotations
 
-import ast
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from agent.scaffold.jobs import PROTECTED_PATHS, improve_job, selftest_job
 from agent.scaffold.llm_client import LLM, LLMError
 from agent.scaffold.repo import Files, apply_changes, unified_diff
 from agent.scaffold.solving import Attempt
+from agent.scaffold.syntax import syntax_problem
+from archive.paths import MAX_SCAFFOLD_BYTES, path_problem, size_problem, tree_problem
 from evaluators.timeouts import JobRunner
 from sandbox.job import Limits, Status
 
@@ -107,25 +108,45 @@ def flags_for(changes: Mapping[str, str | None]) -> list[str]:
     return flags
 
 
-def check_changes(changes: Mapping[str, str | None], protected: Sequence[str]) -> str | None:
-    """Why a set of changes cannot be a child (host-side checks; nothing is executed), or None."""
+def check_changes(
+    changes: Mapping[str, str | None],
+    protected: Sequence[str],
+    files: Mapping[str, str] | None = None,
+) -> str | None:
+    """Why a set of changes cannot be a child (host-side checks; nothing is executed), or None.
+
+    Cheap checks come first and bound the costly one: every path passes the scaffold path
+    policy, every text is UTF-8 within the size caps, and only then are the Python files parsed
+    (in a child process under limits). `files`, the parent's scaffold, lets the result be
+    checked as a whole (a file where a directory is, too many files)."""
     if not changes:
         return "empty diff: improve changed nothing"
     if not isinstance(changes, dict) or not all(isinstance(k, str) for k in changes):
         return "malformed changes from improve"
+    total = 0
+    sources: dict[str, str] = {}
     for rel, text in changes.items():
-        if rel.startswith(("/", "..")) or "/../" in rel or rel.startswith(".git"):
-            return f"path outside the repository: {rel}"
-        if rel in protected:
-            return f"touches a protected path: {rel}"
-        if text is not None and not isinstance(text, str):
+        why = path_problem(rel, protected)
+        if why:
+            return why
+        if text is None:
+            continue
+        if not isinstance(text, str):
             return f"non-text content for {rel}"
-        if text is not None and rel.endswith(".py"):
-            try:
-                ast.parse(text, filename=rel)
-            except SyntaxError as exc:
-                return f"{rel}:{exc.lineno}: syntax error: {exc.msg}"
-    return None
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            return f"path {rel!a}: not UTF-8 text"
+        total += size
+        why = size_problem(rel, size)
+        if why:
+            return why
+        if total > MAX_SCAFFOLD_BYTES:
+            return f"the changed files hold more than {MAX_SCAFFOLD_BYTES} bytes together"
+        if rel.endswith(".py"):
+            sources[rel] = text
+    why = tree_problem(apply_changes(files or {}, changes))
+    return why or syntax_problem(sources)
 
 
 def propose(
@@ -190,7 +211,7 @@ def propose(
         proposal.failure = f"improve {verdict.status.value}{budget}: {verdict.detail}"[:2000]
         return proposal
     changes = verdict.kept[0]
-    why = check_changes(changes, config.protected)
+    why = check_changes(changes, config.protected, files)
     if why:
         proposal.failure = why
         return proposal

@@ -111,6 +111,19 @@ def _go(cfg, run_dir: Path, console: Console) -> None:
                 *(f"{row[s]:.3f}" if s in row else "-" for s in splits),
             )
         Console().print(table)
+    if summary.heldout_difference is not None:
+        d = summary.heldout_difference
+        if summary.best_id == summary.base_id:
+            Console().print(
+                "best by dev is the base: no node beat it task by task on dev (see "
+                "[selection] frontier_alpha)",
+                highlight=False,
+            )
+        else:
+            Console().print(
+                f"held-out, {summary.best_id} minus base: {d.describe()}, 95% paired bootstrap",
+                highlight=False,
+            )
 
 
 def status(
@@ -118,6 +131,7 @@ def status(
 ) -> None:
     """Nodes by operator and status, best scores per split, budget spent."""
     from agent.loop.config import ConfigError, load_saved
+    from agent.loop.frontier import frontier
     from agent.loop.loop import Spent
     from archive import Archive, ArchiveError
 
@@ -131,6 +145,7 @@ def status(
         out = Console(width=max(out.width, 132))
     with archive:
         nodes = list(archive.nodes())
+        best_id, steps = frontier(archive, cfg.selection.frontier_alpha)
     counts: dict[tuple[str, str], int] = {}
     best: dict[str, tuple[float, int, str]] = {}
     for n in nodes:
@@ -147,6 +162,9 @@ def status(
         table.add_row(op, *(str(counts.get((op, s), 0)) for s in statuses))
     out.print(table)
     out.print(nodes_table(nodes))
+    out.print(f"best by dev (the frontier): {best_id}", highlight=False)
+    for step in steps:
+        out.print(f"  {step.node} beat {step.against} on dev: {step.difference.describe()}")
     scores = Table(title="best score per split")
     for col in ("split", "score", "n", "node"):
         scores.add_column(col)
@@ -173,8 +191,11 @@ SPLITS = ("train", "dev", "heldout")  # n per split is in the "best score per sp
 def nodes_table(nodes: list) -> Table:
     """One row per node: scores, wrong answers apart from agent errors (no program at all),
     and why a failed node failed."""
+    from agent.loop.frontier import ROOT_ID, results
     from archive.view import outcome_totals
+    from evaluators.stats import paired_on_shared, wilson_interval
 
+    base = next((results(n, "dev") for n in nodes if n.id == ROOT_ID), {})
     shown = nodes[-NODES_SHOWN:]
     title = (
         "nodes" if len(shown) == len(nodes) else f"the newest {len(shown)} of {len(nodes)} nodes"
@@ -184,12 +205,31 @@ def nodes_table(nodes: list) -> Table:
         table.add_column(
             col, justify="right" if col not in ("node", "operator", "status") else "left"
         )
+    table.add_column("dev 95%", justify="right")
+    table.add_column("dev vs base, paired", justify="right")
     table.add_column("failure reason", overflow="fold")
     for n in shown:
         totals = outcome_totals(n)
         scores = [f"{n.scores[s].score:.3f}" if s in n.scores else "-" for s in SPLITS]
         counts = [str(totals[k]) if k in totals else "-" for k in ("wrong", "agent_error")]
+        dev = n.scores.get("dev")
+        interval = "-"
+        if dev is not None and dev.n:
+            low, high = wilson_interval(round(dev.score * dev.n), dev.n)
+            interval = f"[{low:.2f}, {high:.2f}]"
+        mine = results(n, "dev")
+        paired = "-"
+        if n.id != ROOT_ID and mine and base:
+            d = paired_on_shared(base, mine)
+            paired = f"{d.diff:+.3f} [{d.low:+.2f}, {d.high:+.2f}] p={d.p_greater:.2g}"
         table.add_row(
-            n.id, n.operator, str(n.status), *scores, *counts, (n.failure_reason or "")[:160]
+            n.id,
+            n.operator,
+            str(n.status),
+            *scores,
+            *counts,
+            interval,
+            paired,
+            (n.failure_reason or "")[:160],
         )
     return table

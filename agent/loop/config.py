@@ -132,6 +132,9 @@ class SandboxSection(Section):
 class SelectionSection(Section):
     strategy: str = "score_child_prop"
     split: Literal["train", "dev"] = "train"
+    # The run's answer (the best node by dev) moves off the base only to a node that beats it
+    # task by task on dev with McNemar's one-sided p at most this (agent/loop/frontier.py).
+    frontier_alpha: float = Field(0.05, gt=0, le=1)
 
 
 class ReportSection(Section):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.gateway import Budget
+from agent.loop.frontier import RESULTS_KEY
 from agent.loop.runtime import Runtime
 from agent.scaffold.llm_client import LLM, LLMError
 from agent.scaffold.repo import Files, read_files
@@ -92,6 +93,11 @@ class Judged:
     outcomes: Outcomes
     llm_calls: int = 0
 
+    @property
+    def per_task(self) -> dict[str, bool]:
+        """task id -> passed: what paired comparisons between nodes are made of."""
+        return {a.task.task_id: a.passed for a in self.attempts}
+
 
 def run_tasks(rt: Runtime, node_id: str, files: Files, tasks: list[Task], label: str) -> Judged:
     """The node's scaffold on `tasks` with the node's weights, scored in the scoring pool.
@@ -161,16 +167,19 @@ def evaluate(rt: Runtime, node_id: str, parent_train: float | None) -> Evaluatio
     tokens, sandbox_s = stage1.tokens, stage1.sandbox_s
     metadata: dict[str, Any] = {"failures": failure_notes(stage1.attempts)}
     outcomes = {"train": stage1.outcomes.to_json()}
+    per_task = {"train": stage1.per_task}
     margin = rt.config.tasks.stage1_margin
     if parent_train is None or stage1.score.score >= parent_train - margin:
         dev = run_tasks(rt, node_id, files, rt.tasks.dev, "dev")
         scores["dev"] = dev.score
         outcomes["dev"] = dev.outcomes.to_json()
+        per_task["dev"] = dev.per_task
         tokens += dev.tokens
         sandbox_s += dev.sandbox_s
     else:
         metadata["stopped_at_stage1"] = True
     metadata["outcomes"] = outcomes
+    metadata[RESULTS_KEY] = per_task
     metadata["evaluated_at"] = time.time()
     return Evaluation(scores, Cost(tokens, sandbox_s, time.time() - started), metadata)
 

@@ -29,13 +29,14 @@ from agent.loop.evaluation import (
     scaffold_files,
 )
 from agent.loop.events import EventLog
+from agent.loop.frontier import HELDOUT_KEY, ROOT_ID, frontier, results
 from agent.loop.operators import Child, both, choose_operator, es_step, scaffold_edit
 from agent.loop.runtime import Runtime, model_hash
 from agent.scaffold.repo import ScaffoldError, seed_files
 from archive import Archive, Score, Status, UnsafeScaffoldError
 from evaluators.samples import write_atomically
+from evaluators.stats import PairedDifference, paired_on_shared
 
-ROOT_ID = "n0000"
 INFRA_STREAK_MAX = 3  # children in a row lost to sandbox failures: the sandbox is broken, stop
 
 
@@ -69,21 +70,10 @@ def likely_fix(error: str) -> str:
     return "see the error above; `lineage sandbox selftest` checks the sandbox itself."
 
 
-def best_by_dev(archive: Archive) -> str:
-    """The run's answer: the evaluated node with the best dev score (ties: train score, then
-    the earlier node); the root when nothing beat it."""
-    best, key = ROOT_ID, None
-    for node in archive.nodes():
-        if node.status is not Status.EVALUATED or "dev" not in node.scores:
-            continue
-        k = (
-            node.scores["dev"].score,
-            node.scores.get("train", Score(0, 0)).score,
-            -node.created_at,
-        )
-        if key is None or k > key:
-            best, key = node.id, k
-    return best
+def best_by_dev(archive: Archive, alpha: float = 0.05) -> str:
+    """The run's answer: the dev frontier (agent/loop/frontier.py), i.e. the base unless a node
+    beat it, or the node that beat it, with a paired significant difference on dev."""
+    return frontier(archive, alpha)[0]
 
 
 def node_id_for(iteration: int) -> str:
@@ -118,6 +108,7 @@ class RunSummary:
     base_id: str
     best_id: str
     table: list[dict[str, Any]] = field(default_factory=list)
+    heldout_difference: PairedDifference | None = None  # best minus base, task by task
 
 
 class RichMeter:
@@ -149,6 +140,7 @@ class Loop:
         self.stop: str | None = None
         self.gains: dict[str, list[float]] = {}
         self.infra_streak = 0  # children lost to sandbox failures in a row
+        self.heldout_difference: PairedDifference | None = None  # best minus base, if reported
         self._writer = None
         if rt.config.report.tensorboard:
             try:
@@ -242,7 +234,7 @@ class Loop:
             self._account()
             best = self._best_by_dev()
             self.events.emit("run_stopped", reason=reason, spent=self.spent.__dict__)
-            return RunSummary(self._done(), reason, ROOT_ID, best, table)
+            return RunSummary(self._done(), reason, ROOT_ID, best, table, self.heldout_difference)
         except KeyboardInterrupt:
             self._account()
             self.events.emit("run_interrupted", spent=self.spent.__dict__)
@@ -424,10 +416,11 @@ class Loop:
 
     # ---- reporting ---------------------------------------------------------------------------
     def _best_by_dev(self) -> str:
-        return best_by_dev(self.rt.archive)
+        return best_by_dev(self.rt.archive, self.rt.config.selection.frontier_alpha)
 
     def _report_heldout(self) -> list[dict[str, Any]]:
-        """Base and best-by-dev on the held-out split (reporting only: never read by selection)."""
+        """Base and best-by-dev on the held-out split (reporting only: never read by selection),
+        and how sure their difference is, task by task (`self.heldout_difference`)."""
         archive = self.rt.archive
         rows = []
         for label, node_id in (("base", ROOT_ID), ("best", self._best_by_dev())):
@@ -436,6 +429,7 @@ class Loop:
                 self._phase(f"held-out: {node_id}")
                 files = scaffold_files(archive, node_id)
                 judged = run_tasks(self.rt, node_id, files, self.rt.tasks.heldout, "heldout")
+                archive.update_metadata(node_id, {HELDOUT_KEY: judged.per_task})
                 archive.record_scores(node_id, {"heldout": judged.score}, status=None)
                 self.events.emit("heldout", node=node_id, score=judged.score.to_json())
                 node = archive.get(node_id)
@@ -446,5 +440,15 @@ class Loop:
                     "operator": node.operator,
                     **{k: v.score for k, v in node.scores.items()},
                 }
+            )
+        base, best = (archive.get(row["id"]) for row in rows)
+        mine, theirs = results(best, "heldout"), results(base, "heldout")
+        self.heldout_difference = paired_on_shared(theirs, mine) if mine and theirs else None
+        if self.heldout_difference is not None:
+            self.events.emit(
+                "heldout_difference",
+                base=base.id,
+                best=best.id,
+                difference=self.heldout_difference.to_json(),
             )
         return rows

@@ -186,6 +186,7 @@ def solve():
 @pytest.mark.parametrize("start", ["fork", "exec"])
 def test_a_failing_reset_kills_everything_and_still_answers_the_verdict(sandbox_image, start):
     from sandbox.channel import AttachedChannel, ChannelClosed
+    from sandbox.config import LABEL
     from sandbox.containers import CAPABILITIES
     from sandbox.engine import docker_client
     from sandbox.job import Job
@@ -201,7 +202,7 @@ def test_a_failing_reset_kills_everything_and_still_answers_the_verdict(sandbox_
         user="0",
         working_dir="/tmp",
         network_disabled=True,
-        labels={"lineage.sandbox": "1"},
+        labels={LABEL: "1"},
         host_config=api.create_host_config(
             network_mode="none",
             read_only=True,

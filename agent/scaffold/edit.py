@@ -70,9 +70,21 @@ def pick_failure(attempts: Sequence[Attempt], rng: random.Random) -> Attempt | N
     return rng.choice(failed) if failed else None
 
 
+SETTINGS_FILE = "scaffold/settings.py"  # the seed's knobs; shown when the scaffold has it
+SHOWN_PROGRAM_CHARS = 3000
+
+
+def result_of(failure: Attempt) -> str:
+    detail = failure.verdict.detail if failure.verdict else ""
+    return (detail or failure.error or "failed")[:500]
+
+
 def diagnosis_messages(files: Mapping[str, str], failure: Attempt) -> list[dict[str, str]]:
+    """The failure as the model sees it: the agent's README and knobs, the task (its visible
+    examples included), the agent's answer and how the tests judged it."""
     readme = files.get("README.md", "")
-    detail = failure.verdict.detail if failure.verdict else (failure.error or "")
+    knobs = files.get(SETTINGS_FILE)
+    shown_knobs = f"\n\nIts settings ({SETTINGS_FILE}):\n```python\n{knobs}```" if knobs else ""
     return [
         {
             "role": "system",
@@ -81,17 +93,26 @@ def diagnosis_messages(files: Mapping[str, str], failure: Attempt) -> list[dict[
         },
         {
             "role": "user",
-            "content": f"The agent:\n{readme}\n\nTask:\n```python\n{failure.task.prompt}```\n\n"
-            f"The agent's answer:\n```python\n{failure.program or '(none)'}```\n\n"
-            f"Result: {detail or failure.error or 'failed'}\n\n"
+            "content": f"The agent:\n{readme}{shown_knobs}\n\n"
+            f"Task:\n```python\n{failure.task.prompt}```\n\n"
+            f"The agent's answer:\n```python\n"
+            f"{failure.program[:SHOWN_PROGRAM_CHARS] or '(none)'}```\n\n"
+            f"Result: {result_of(failure)}\n\n"
             "Why did it fail, and what change to the agent's files would fix it?",
         },
     ]
 
 
 def problem_statement(failure: Attempt, diagnosis: str) -> str:
+    """What `improve` is given: the failed task whole (prompt, entry point), the agent's answer,
+    the result and the diagnosis, so the agent can try a change on the task's examples."""
     return (
         f"The agent failed task {failure.task.task_id}.\n"
+        f"Task prompt:\n```python\n{failure.task.prompt}```\n"
+        f"Entry point: {failure.task.entry_point}\n"
+        f"The agent's answer:\n```python\n"
+        f"{failure.program[:SHOWN_PROGRAM_CHARS] or '(none)'}```\n"
+        f"Result: {result_of(failure)}\n"
         f"Diagnosis: {diagnosis.strip()}\n"
         "Change the agent so that it solves tasks like this one. Keep `solve(task, llm)` and "
         "`improve(workspace, problem_statement, llm)` working, and keep the tests passing."

@@ -374,6 +374,15 @@ def test_a_huge_prompt_is_refused_from_its_length_without_tokenizing(
     assert counting.characters == 0
 
 
+def test_the_meter_knows_the_context_only_with_a_tokenizer(tiny: TransformersBackend) -> None:
+    """Bytes over-count tokens, so a backend without a tokenizer is counted by bytes (for the
+    prompt budget) but never refused for its context."""
+    assert (PromptMeter.of(tiny).context_tokens, PromptMeter.of(tiny).count("hello")) == (64, 5)
+    bytes_meter = PromptMeter.of(FakeBackend())
+    assert bytes_meter.context_tokens is None and bytes_meter.count("héllo") == 7
+    assert bytes_meter.count("x" * 100, limit=10) > 10
+
+
 def test_prompt_tokens_are_charged_to_the_session_budget(tiny: TransformersBackend) -> None:
     with Gateway(tiny, GatewayConfig(**FAST)) as gateway:
         token = gateway.open_session("p", Budget(prompt_tokens=20))

@@ -31,13 +31,16 @@ class PromptMeter:
 
     @classmethod
     def of(cls, backend: object) -> PromptMeter:
-        """The meter of a backend's own tokenizer and model (a transformers model's positions, or
-        a vLLM engine's `max_model_len`); a backend without them gets the bytes meter."""
+        """The meter of a backend's own `tokenizer` and context (a transformers model's
+        positions, or a vLLM engine's `max_model_len`). A backend without a tokenizer gets the
+        bytes meter and no context cap: bytes would refuse prompts the model can take."""
+        tokenizer = getattr(backend, "tokenizer", None)
+        if tokenizer is None:
+            return cls()
         model_config = getattr(getattr(backend, "model", None), "config", None)
         context = getattr(model_config, "max_position_embeddings", None)
         if context is None:
             context = getattr(getattr(backend, "config", None), "max_model_len", None)
-        tokenizer = getattr(backend, "tokenizer", None)
         return cls(tokenizer, context if isinstance(context, int) else None)
 
     def count(self, text: str, limit: int | None = None) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluators.jsonl_lines import LineError, json_lines
 from evaluators.passk import mean_pass_at_k
 from evaluators.scoring import result_text
 from evaluators.task import Task
@@ -37,14 +38,8 @@ class Sample:
 def read_samples(path: Path, tasks: Mapping[str, Task]) -> list[Sample]:
     """Every sample in `path`; the first bad line raises (nothing is scored from a bad file)."""
     samples: list[Sample] = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise SamplesFileError(path, line_no, f"invalid JSON ({e.msg})") from e
+    try:
+        for line_no, record in json_lines(path):
             if not isinstance(record, dict):
                 raise SamplesFileError(path, line_no, "expected a JSON object")
             for field in ("task_id", "completion"):
@@ -55,6 +50,8 @@ def read_samples(path: Path, tasks: Mapping[str, Task]) -> list[Sample]:
             if record["task_id"] not in tasks:
                 raise SamplesFileError(path, line_no, f"unknown task_id {record['task_id']!r}")
             samples.append(Sample(line_no, record["task_id"], record["completion"], record))
+    except LineError as e:
+        raise SamplesFileError(path, e.line, str(e)) from None
     if not samples:
         raise SamplesFileError(path, 0, "no samples")
     return samples

@@ -38,6 +38,25 @@ def test_bad_line_is_named_and_nothing_is_written(tmp_path: Path, bad: str, mess
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.jsonl"]
 
 
+def test_unreadable_input_is_one_line_exit_2_and_nothing_written(tmp_path: Path) -> None:
+    """A samples file with bytes that are not UTF-8, and a user benchmark whose tests nest past
+    the parser's depth, used to end in a traceback."""
+    samples = tmp_path / "s.jsonl"
+    samples.write_bytes(b'{"task_id": "HumanEval/0", "completion": "    return \xff"}\n')
+    tests = "def check(candidate):\n    assert candidate() == " + "1+" * 100_000 + "1\n"
+    task = {"task_id": "t/0", "prompt": "def f():\n", "entry_point": "f", "tests": tests}
+    bench = write(tmp_path / "b.jsonl", [json.dumps(task)])
+    for args, where in (
+        (["--benchmark", "humaneval", str(samples)], "s.jsonl:1"),
+        (["--benchmark", str(bench), str(write(samples, ['{"task_id": "t/0"}']))], "b.jsonl:1"),
+    ):
+        result = runner.invoke(app, ["score", *args])
+        assert result.exit_code == 2, result.exception
+        output = " ".join(result.output.split())
+        assert output.startswith("error:") and where in output and "Traceback" not in output
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["b.jsonl", "s.jsonl"]
+
+
 def test_bad_k(tmp_path: Path) -> None:
     samples = write(tmp_path / "s.jsonl", ['{"task_id": "HumanEval/0", "completion": "    pass"}'])
     result = runner.invoke(app, ["score", str(samples), "--k", "one"])

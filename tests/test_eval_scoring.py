@@ -137,6 +137,19 @@ def test_bad_sample_lines_name_the_line(tmp_path: Path, line: str, message: str)
     assert info.value.line == 2 and f"{path}:2" in str(info.value) and message in str(info.value)
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [(b'{"task_id": "T/0", "completion": "\xe9"}', "not UTF-8"), (b"[" * 100_000, "too deeply")],
+)
+def test_unparseable_sample_lines_name_the_line(tmp_path: Path, raw: bytes, message: str) -> None:
+    """Latin-1 bytes and JSON nested past the parser's depth were a traceback."""
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'{"task_id": "T/0", "completion": ""}\n' + raw + b"\n")
+    with pytest.raises(SamplesFileError) as info:
+        read_samples(path, TASKS)
+    assert info.value.line == 2 and f"{path}:2" in str(info.value) and message in str(info.value)
+
+
 def test_results_and_summary(tmp_path: Path) -> None:
     lines = [
         json.dumps({"task_id": tid, "completion": str(i), "extra": i})

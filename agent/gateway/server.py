@@ -37,6 +37,7 @@ from typing import Any, Protocol
 from agent.gateway.config import GatewayConfig
 
 REAP_INTERVAL_S = 0.1
+DRAIN_MAX_BYTES = 64 * 1024  # a refused body up to this is read so that the client reads the refusal
 Answer = tuple[int, dict[str, Any]]  # (status, JSON body)
 
 
@@ -133,7 +134,7 @@ class _Handler(BaseHTTPRequestHandler):
         head = Head(method, self.path.split("?", 1)[0], self.headers.get("Authorization"), length)
         started = self.server.app(head)
         if isinstance(started, tuple):
-            if 0 < length <= self.server.limits.max_body_bytes:
+            if 0 < length <= DRAIN_MAX_BYTES:
                 self._drain(length)  # a client still sending must read the answer, not a reset
             elif length:
                 self.close_connection = True  # its body stays unread
@@ -159,8 +160,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._reply(*started(body))
 
     def _drain(self, length: int) -> None:
-        """Read and drop a refused request's body (within the body deadline), so the client's
-        send completes and it reads the refusal; a body that does not come ends the connection."""
+        """Read and drop a small refused body (within the body deadline), so the client's send
+        completes and it reads the refusal; a body that does not come ends the connection. Only
+        small ones: a refused upload must not hold a thread the session's cap does not count."""
         self.server.watch(self.connection, "body", self.server.limits.body_timeout_s)
         try:
             got = len(self.body_file.read(length))

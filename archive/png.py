@@ -17,6 +17,12 @@ MAX_INCHES = 40.0  # 4400 px at 110 dpi: past that the picture is for zooming, n
 
 def draw_png(view: dict[str, Any], path: Path, *, title: str, dpi: int = 110) -> Path:
     """Draw the view's tree: top-down generations, colour bar for the score, operator legend."""
+    figure(view, title=title, dpi=dpi).savefig(path, dpi=dpi)
+    return path
+
+
+def figure(view: dict[str, Any], *, title: str, dpi: int = 110) -> Any:
+    """The picture as a matplotlib Figure (what `draw_png` saves; tests measure its labels)."""
     try:
         from matplotlib.figure import Figure
     except ImportError as exc:  # a dev extra; the HTML view needs nothing
@@ -29,14 +35,14 @@ def draw_png(view: dict[str, Any], path: Path, *, title: str, dpi: int = 110) ->
     depth = max((n["depth"] for n in nodes), default=0) + 1
     fig = Figure(
         figsize=(
-            min(MAX_INCHES, max(7.0, 0.3 * width + 3)),
-            min(MAX_INCHES, max(4.0, 0.75 * depth + 2)),
+            min(MAX_INCHES, max(7.0, 0.7 * width + 3)),  # room for a label per column
+            min(MAX_INCHES, max(4.0, 0.9 * depth + 2)),
         ),
         dpi=dpi,
     )
     ax = fig.subplots()
     size = 110 if len(nodes) <= 60 else 55 if len(nodes) <= 300 else 20
-    _edges(ax, view, labels=len(nodes) <= 60)
+    _edges(ax, view)
     _nodes(ax, view, size, labels=len(nodes) <= 120)
     ax.set_xlim(-0.8, width - 0.2)
     ax.set_ylim(-depth + 0.4, 0.6)
@@ -50,12 +56,13 @@ def draw_png(view: dict[str, Any], path: Path, *, title: str, dpi: int = 110) ->
     _colorbar(fig, ax, view)
     _legend(ax, view)
     fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    return path
+    return fig
 
 
-def _edges(ax: Any, view: dict[str, Any], *, labels: bool) -> None:
-    """One line per parent link, coloured by the child's operator; secondary parents dashed."""
+def _edges(ax: Any, view: dict[str, Any]) -> None:
+    """One line per parent link, coloured by the child's operator; secondary parents dashed.
+    Unlabelled: the colour and the child's marker name the operator (see the legend), and
+    sibling edges meet at their parent, where labels would overlap."""
     from matplotlib.collections import LineCollection
 
     by_id = {n["id"]: n for n in view["nodes"]}
@@ -66,9 +73,6 @@ def _edges(ax: Any, view: dict[str, Any], *, labels: bool) -> None:
             if p is not None:
                 seg = [(p["x"], -p["depth"]), (n["x"], -n["depth"])]
                 groups.setdefault((n["operator"], i > 0), []).append(seg)
-                if labels and i == 0:
-                    mid = ((p["x"] + n["x"]) / 2, -(p["depth"] + n["depth"]) / 2)
-                    ax.text(*mid, f" {n['operator']}", fontsize=6, color="#555555", zorder=2)
     for (operator, merge), segs in groups.items():
         color = view["operators"][operator]["color"]
         style = "--" if merge else "-"
@@ -105,15 +109,19 @@ def _nodes(ax: Any, view: dict[str, Any], size: float, *, labels: bool) -> None:
             zorder=4,
         )
     if labels:
+        from matplotlib.patheffects import withStroke
+
         for n in nodes:
             ax.annotate(
-                n["id"][:10],
+                "\n".join(n["label"]),
                 (n["x"], -n["depth"]),
-                xytext=(0, -8),
+                xytext=(0, -7),
                 textcoords="offset points",
                 ha="center",
                 va="top",
-                fontsize=6,
+                fontsize=5.5,
+                color=FAILED_COLOR if n["status"] == "failed" else "#222222",
+                path_effects=[withStroke(linewidth=2.5, foreground="white")],  # edges pass under
                 zorder=5,
             )
 

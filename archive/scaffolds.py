@@ -13,10 +13,12 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import git
 
-from archive.errors import ArchiveError
+from archive.errors import ArchiveError, UnsafeScaffoldError
+from archive.paths import path_problem, size_problem, tree_problem
 
 REF_PREFIX = "refs/nodes/"
 _EMPTY_TREE = "4b825dc642cb6eb9a060e54bf8d69288fbee4904"
@@ -28,6 +30,34 @@ _IDENTITY = {
 }
 _TMP_PREFIX = "lineage-tmp-"  # scratch index dirs; a killed writer may leave one behind
 _PACKED_HEADER = b"# pack-refs with: peeled fully-peeled sorted \n"
+REGULAR = "100644"  # the only mode stored: no links, gitlinks or executables
+
+
+class Entry(NamedTuple):
+    """One entry of a stored tree, as `git ls-tree -l` gives it (size -1: not a blob)."""
+
+    mode: str
+    kind: str
+    sha: str
+    size: int
+
+
+def _checked_contents(files: Mapping[str, bytes | str | None]) -> dict[str, bytes | None]:
+    """The file mapping as bytes, refused when a path or a size breaks the scaffold policy."""
+    out: dict[str, bytes | None] = {}
+    for path, content in files.items():
+        why = path_problem(path)
+        if why is None and isinstance(content, str):
+            try:
+                content = content.encode("utf-8")
+            except UnicodeEncodeError:
+                why = f"path {path!a}: not UTF-8 text"
+        if why is None and content is not None:
+            why = size_problem(path, len(content))
+        if why:
+            raise UnsafeScaffoldError(f"scaffold files: {why}")
+        out[path] = content
+    return out
 
 
 class ScaffoldRepo:
@@ -67,6 +97,15 @@ class ScaffoldRepo:
         env: Mapping[str, str] | None = None,
         check: bool = True,
     ) -> str:
+        return self._git_bytes(*args, stdin=stdin, env=env, check=check).decode()
+
+    def _git_bytes(
+        self,
+        *args: str,
+        stdin: bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        check: bool = True,
+    ) -> bytes:
         full_env = {**os.environ, **_IDENTITY, **(env or {})}
         proc = subprocess.run(
             [self.repo.git.GIT_PYTHON_GIT_EXECUTABLE, "--git-dir", str(self.path), *args],
@@ -76,9 +115,55 @@ class ScaffoldRepo:
         )
         if check and proc.returncode != 0:
             raise ArchiveError(
-                f"{self.path}: git {' '.join(args[:2])} failed: {proc.stderr.decode().strip()}"
+                f"{self.path}: git {' '.join(args[:2])} failed: "
+                f"{proc.stderr.decode(errors='replace').strip()}"
             )
-        return proc.stdout.decode()
+        return proc.stdout
+
+    def tree_entries(self, treeish: str) -> dict[str, Entry]:
+        """Every entry of a tree, recursively (raw: nothing is checked here)."""
+        out = self._git_bytes("ls-tree", "-r", "-z", "-l", "--full-tree", treeish)
+        entries: dict[str, Entry] = {}
+        for record in filter(None, out.split(b"\0")):
+            meta, raw = record.split(b"\t", 1)
+            mode, kind, sha, size = meta.decode().split()
+            path = raw.decode("utf-8", errors="surrogateescape")
+            if path in entries:
+                raise UnsafeScaffoldError(f"tree {treeish}: path {path!a} appears twice")
+            entries[path] = Entry(mode, kind, sha, int(size) if size.isdigit() else -1)
+        return entries
+
+    def check_tree(self, entries: Mapping[str, Entry], where: str) -> None:
+        """Refuse a tree outside the scaffold policy: only regular files (100644) under paths
+        the policy accepts, each within the size cap."""
+        for path, e in entries.items():
+            why = path_problem(path)
+            if why is None and (e.mode != REGULAR or e.kind != "blob"):
+                why = f"path {path!a}: mode {e.mode} {e.kind}, not a regular file ({REGULAR})"
+            why = why or size_problem(path, e.size)
+            if why:
+                raise UnsafeScaffoldError(f"{where}: {why}")
+        why = tree_problem(entries)
+        if why:
+            raise UnsafeScaffoldError(f"{where}: {why}")
+
+    def _blobs(self, shas: Iterable[str]) -> dict[str, bytes]:
+        """The contents of blobs, in one `cat-file --batch` call."""
+        wanted = sorted(set(shas))
+        if not wanted:
+            return {}
+        out = self._git_bytes("cat-file", "--batch", stdin=("\n".join(wanted) + "\n").encode())
+        blobs: dict[str, bytes] = {}
+        pos = 0
+        for sha in wanted:
+            end = out.index(b"\n", pos)
+            header = out[pos:end].split()
+            if len(header) != 3 or header[1] != b"blob":
+                raise ArchiveError(f"{self.path}: object {sha} is not a blob")
+            size = int(header[2])
+            blobs[sha] = out[end + 1 : end + 1 + size]
+            pos = end + 1 + size + 1
+        return blobs
 
     # ---- commits -------------------------------------------------------------------------
     def commit_tree(self, tree: str, parents: Sequence[str], message: str, date: float) -> str:
@@ -102,6 +187,7 @@ class ScaffoldRepo:
             wt = ["--work-tree", str(workspace)]
             self._git(*wt, "add", "-A", "--", ".", env=env)
             tree = self._git("write-tree", env=env).strip()
+        self.check_tree(self.tree_entries(tree), str(workspace))
         return self.commit_tree(tree, parents, message, date)
 
     def commit_files(
@@ -111,19 +197,26 @@ class ScaffoldRepo:
         message: str,
         date: float,
     ) -> str:
-        """Apply a file mapping (path -> content, None deletes) to the first parent's tree."""
+        """Apply a file mapping (path -> content, None deletes) to the first parent's tree.
+
+        Every path passes the scaffold policy first, the index is fed NUL-separated records
+        (no entry can start another), only 100644 files are written, and the tree written is
+        read back and compared with the one intended, so what is stored is what was given."""
+        contents = _checked_contents(files)
+        base = parents[0] if parents else None
+        expected = self.tree_entries(base) if base else {}
         with tempfile.TemporaryDirectory(prefix=_TMP_PREFIX, dir=self.path) as tmp:
             env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            self._git("read-tree", parents[0] if parents else "--empty", env=env)
-            written = {p: c for p, c in files.items() if c is not None}
-            lines: list[str] = []
+            self._git("read-tree", base or "--empty", env=env)
+            written = {p: c for p, c in contents.items() if c is not None}
+            records: list[bytes] = []
             if written:
                 stage = Path(tmp) / "stage"
                 stage.mkdir()
                 staged: list[str] = []
                 for i, content in enumerate(written.values()):
                     f = stage / str(i)
-                    f.write_bytes(content.encode() if isinstance(content, str) else content)
+                    f.write_bytes(content)
                     staged.append(str(f))
                 shas = self._git(
                     "hash-object",
@@ -132,13 +225,24 @@ class ScaffoldRepo:
                     "--stdin-paths",
                     stdin="\n".join(staged).encode(),
                 ).split()
-                lines += [f"100644 {sha}\t{path}" for path, sha in zip(written, shas, strict=True)]
-            lines += [f"0 {'0' * 40}\t{p}" for p, c in files.items() if c is None]
-            if lines:
-                self._git(
-                    "update-index", "--index-info", stdin="\n".join(lines).encode() + b"\n", env=env
-                )
+                for path, sha in zip(written, shas, strict=True):
+                    records.append(f"{REGULAR} {sha}\t{path}".encode())
+                    expected[path] = Entry(REGULAR, "blob", sha, len(written[path]))
+            for path in (p for p, c in contents.items() if c is None):
+                records.append(f"0 {'0' * 40}\t{path}".encode())
+                expected.pop(path, None)
+            if records:
+                stdin = b"\0".join(records) + b"\0"
+                self._git("update-index", "-z", "--index-info", stdin=stdin, env=env)
             tree = self._git("write-tree", env=env).strip()
+        stored = self.tree_entries(tree)
+        if stored != expected:
+            diff = sorted(set(stored.items()) ^ set(expected.items()))
+            raise UnsafeScaffoldError(
+                f"{self.path}: the tree git wrote differs from the files given, at path "
+                f"{diff[0][0]!a}"
+            )
+        self.check_tree(stored, "scaffold files")
         return self.commit_tree(tree, parents, message, date)
 
     def empty_commit(self, message: str, date: float) -> str:
@@ -147,13 +251,27 @@ class ScaffoldRepo:
         return self.commit_tree(tree, [], message, date)
 
     def checkout(self, commit: str, dest: Path) -> Path:
-        """Materialize a scaffold commit into `dest` (created; must be empty or absent)."""
+        """Materialize a scaffold commit into `dest` (created; must be empty or absent).
+
+        The files are written here, not by git: each path is checked by the scaffold policy
+        and only regular files are written (never a link, never over an existing entry), so
+        nothing lands outside `dest` whatever the stored tree holds."""
         dest = Path(dest)
         dest.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=_TMP_PREFIX, dir=self.path) as tmp:
-            env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-            self._git("--work-tree", str(dest), "read-tree", commit, env=env)
-            self._git("--work-tree", str(dest), "checkout-index", "-a", "-f", env=env)
+        if any(dest.iterdir()):
+            raise ArchiveError(f"{dest}: not empty; a checkout writes into an empty folder")
+        entries = self.tree_entries(commit)
+        self.check_tree(entries, f"commit {commit}")
+        blobs = self._blobs(e.sha for e in entries.values())
+        try:
+            for path, e in sorted(entries.items()):
+                target = dest.joinpath(*path.split("/"))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                with os.fdopen(os.open(target, flags, 0o644), "wb") as f:
+                    f.write(blobs[e.sha])
+        except OSError as exc:
+            raise ArchiveError(f"{dest}: checkout of {commit} failed: {exc}") from None
         return dest
 
     def read_file(self, commit: str, path: str) -> bytes:

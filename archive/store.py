@@ -85,7 +85,9 @@ class Archive:
         readonly=True: take no lock, run no recovery, write nothing (a running writer is not
         disturbed); every read sees the archive as it was at open, so reopen to refresh.
         """
-        self.run_dir = Path(run_dir)
+        # Absolute: git runs with other working directories, and a library caller (a notebook)
+        # may pass a relative path the CLI would have made absolute already.
+        self.run_dir = Path(run_dir).absolute()
         self.readonly = readonly
         if not self.run_dir.is_dir():
             if not create or readonly:

@@ -33,6 +33,7 @@ SCORE_STOPS = (
     "#addc30",
     "#fde725",
 )
+SCORE_RANGE = (0.0, 1.0)  # scores are pass rates: one fixed scale, so a tie keeps its own colour
 UNSCORED_COLOR = "#d9d9d9"
 FAILED_COLOR = "#d62728"
 MAX_DIFF_CHARS = 200_000  # a root's full scaffold can be large; the page stays loadable
@@ -80,6 +81,47 @@ def color_split(nodes: Iterable[Node]) -> str | None:
     return next((s for s in COLOR_SPLITS if s in seen), None)
 
 
+def short_reason(reason: str | None, limit: int = 14) -> str:
+    """The head of a failure reason ("empty diff", "agent error", "self-test failed"), cut
+    to fit under a node; the whole reason is on hover and in the details."""
+    head = (reason or "failed").split(":", 1)[0].strip() or "failed"
+    return head if len(head) <= limit else head[: limit - 1] + "\u2026"
+
+
+def outcome_totals(node: Node) -> dict[str, int]:
+    """How the node's tasks ended, over its splits (the loop's metadata `outcomes`): passed,
+    wrong (a program that failed), agent_error (no program at all), infra."""
+    totals: dict[str, int] = {}
+    outcomes = node.metadata.get("outcomes")
+    for per_split in outcomes.values() if isinstance(outcomes, dict) else ():
+        for kind, count in per_split.items() if isinstance(per_split, dict) else ():
+            if isinstance(count, int) and not isinstance(count, bool):
+                totals[kind] = totals.get(kind, 0) + count
+    return totals
+
+
+def agent_errors(node: Node) -> int:
+    """Tasks where the node's agent produced no program at all (not wrong answers)."""
+    return outcome_totals(node).get("agent_error", 0)
+
+
+def node_label(node: Node, value: float | None) -> list[str]:
+    """What is written under a node: its id, then its score, why it failed, or its status."""
+    if node.status is Status.FAILED:
+        second = short_reason(node.failure_reason)
+    elif value is not None or node.scores:
+        if value is None:  # not scored on the colour split (stopped at stage 1): say which
+            split, score = next(iter(sorted(node.scores.items())))
+            second = f"{split} {score.score:.2f}"
+        else:
+            second = f"{value:.2f}"
+        errors = agent_errors(node)
+        second += f" ({errors} err)" if errors else ""
+    else:
+        second = str(node.status)
+    return [node.id[:10], second]
+
+
 def evaluated_at(node: Node) -> float:
     """When the node's scores were recorded: metadata.evaluated_at, else its creation time."""
     t = node.metadata.get("evaluated_at")
@@ -120,7 +162,7 @@ def lineage_view(
     positions = tree_layout({n.id: n.parent_ids for n in nodes})
     split = color_split(nodes)
     values = [n.scores[split].score for n in nodes if split in n.scores] if split else []
-    lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
+    lo, hi = min([SCORE_RANGE[0], *values]), max([SCORE_RANGE[1], *values])
     cache = diff_cache if diff_cache is not None else {}
     out = []
     for n in nodes:
@@ -133,6 +175,8 @@ def lineage_view(
             "shape": operator_style(n.operator).shape,
             "status": str(n.status),
             "failure_reason": n.failure_reason,
+            "label": node_label(n, value),
+            "agent_errors": agent_errors(n),
             "x": pos.x,
             "depth": pos.depth,
             "value": value,

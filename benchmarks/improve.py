@@ -7,7 +7,9 @@ base node's held-out score is the baseline. Held-out tasks are never used for se
     python benchmarks/improve.py [--config configs/demo.toml] [--budget-s 7200]
         [--heldout humaneval:test] [--heldout-tasks 0] [--out out/improve] [--json PATH]
 
-Figures: base_heldout, best_heldout_es, best_heldout_edit, best_heldout_both (and the gains).
+Figures: base_heldout, best_heldout_es, best_heldout_edit, best_heldout_both, each gain with its
+paired interval and McNemar p (best minus base, task by task), and the joint run's best against
+each single-operator run's best on the same held-out tasks.
 """
 
 from __future__ import annotations
@@ -21,6 +23,10 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+from agent.loop.frontier import results
+from archive import Archive, Node
+from evaluators.stats import PairedDifference, paired_on_shared
 
 MODES = {
     "es": {"es_step": 1.0, "scaffold_edit": 0.0, "both": 0.0},
@@ -60,18 +66,21 @@ def to_toml(data: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def heldout_of(run_dir: Path) -> tuple[float | None, float | None, str]:
-    from archive import Archive
+def heldout_of(run_dir: Path) -> tuple[Node, Node]:
+    """The base node and the run's answer (the dev frontier), as the run's report judged them."""
+    from agent.loop.config import load_saved
+    from agent.loop.frontier import ROOT_ID, frontier
 
+    alpha = load_saved(run_dir).selection.frontier_alpha
     with Archive(run_dir, readonly=True) as archive:
-        nodes = list(archive.nodes())
-    base = next(n for n in nodes if n.is_root)
-    scored = [n for n in nodes if "heldout" in n.scores and not n.is_root]
-    best = max(
-        scored, key=lambda n: n.scores.get("dev").score if "dev" in n.scores else -1, default=base
-    )
-    get = lambda n: n.scores["heldout"].score if "heldout" in n.scores else None  # noqa: E731
-    return get(base), get(best), best.id
+        best_id, _ = frontier(archive, alpha)
+        return archive.get(ROOT_ID), archive.get(best_id)
+
+
+def paired(a: Node, b: Node) -> PairedDifference | None:
+    """b minus a on the held-out tasks both were judged on."""
+    mine, theirs = results(b, "heldout"), results(a, "heldout")
+    return paired_on_shared(theirs, mine) if mine and theirs else None
 
 
 def main() -> None:
@@ -88,12 +97,13 @@ def main() -> None:
     args = parser.parse_args()
     base = tomllib.loads(args.config.read_text())
     console = Console(stderr=True)
-    figures: dict[str, float | str | None] = {
+    figures: dict[str, object] = {
         "budget_s": args.budget_s,
         "heldout": args.heldout,
         "heldout_tasks": args.heldout_tasks,
     }
     rows = []
+    bests: dict[str, Node] = {}
     for mode in args.modes.split(","):
         run_dir = args.out / mode
         cfg = args.out / f"{mode}.toml"
@@ -108,20 +118,30 @@ def main() -> None:
         )
         console.print(f"== {mode}: {' '.join(command)}", highlight=False)
         subprocess.run([sys.executable, "-m", "agent.cli", *command[1:]], check=True)
-        base_score, best_score, best_id = heldout_of(run_dir)
-        figures.setdefault("base_heldout", base_score)
-        figures[f"best_heldout_{mode}"] = best_score
-        rows.append((mode, best_id, base_score, best_score))
-    for mode in args.modes.split(","):
-        best = figures.get(f"best_heldout_{mode}")
-        if best is not None and figures.get("base_heldout") is not None:
-            figures[f"gain_{mode}"] = best - figures["base_heldout"]
+        base, best = heldout_of(run_dir)
+        bests[mode] = best
+        score = lambda n: n.scores["heldout"].score if "heldout" in n.scores else None  # noqa: E731
+        figures.setdefault("base_heldout", score(base))
+        figures[f"best_heldout_{mode}"] = score(best)
+        figures[f"best_node_{mode}"] = best.id
+        gain = paired(base, best)
+        if gain is not None:
+            figures[f"gain_{mode}"] = gain.diff
+            figures[f"gain_{mode}_paired"] = gain.to_json()
+        rows.append((mode, best.id, score(base), score(best), gain))
+    if "both" in bests:  # the joint run against each single-operator run, task by task
+        for mode in ("es", "edit"):
+            if mode in bests:
+                versus = paired(bests[mode], bests["both"])
+                if versus is not None:
+                    figures[f"both_vs_{mode}_paired"] = versus.to_json()
+                    rows.append((f"both vs {mode}", bests["both"].id, None, None, versus))
     table = Table(title=f"held-out pass@1 ({args.heldout}), {args.budget_s:.0f} s per run")
-    for col in ("run", "best node (by dev)", "base", "best"):
+    for col in ("run", "best node (by dev)", "base", "best", "best minus base, paired (95%)"):
         table.add_column(col)
     fmt = lambda x: "-" if x is None else f"{x:.3f}"  # noqa: E731
-    for mode, best_id, b, s in rows:
-        table.add_row(mode, best_id, fmt(b), fmt(s))
+    for mode, best_id, b, s, gain in rows:
+        table.add_row(mode, best_id, fmt(b), fmt(s), gain.describe() if gain else "-")
     Console().print(table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

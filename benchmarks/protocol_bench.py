@@ -83,7 +83,6 @@ def run_cells(args: argparse.Namespace) -> None:
     from agent.policy import prompts
     from agent.policy.backend import GenerationConfig
     from evaluators.datasets import load_benchmark
-    from evaluators.samples import summary_path
 
     policy = None
     for benchmark in args.benchmarks:
@@ -106,10 +105,9 @@ def run_cells(args: argparse.Namespace) -> None:
             samples = args.out / key / "samples.jsonl"
             samples.parent.mkdir(parents=True, exist_ok=True)
             write_records(samples, records)
-            score_commands.score(
-                samples, benchmark=benchmark, workers=0, k="1", calibrate=True, timeout_floor=3.0
+            summary = score_commands.score_samples(
+                samples, benchmark, 0, [1], calibrate=True, timeout_floor=3.0
             )
-            summary = json.loads(summary_path(samples).read_text())
             tokens = sum(r["num_tokens"] for r in records)
             cell = {
                 "pass@1": summary.get("pass@1"),

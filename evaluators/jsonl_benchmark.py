@@ -20,9 +20,9 @@ Any other field is an error (so a typo like `test` is caught rather than ignored
 from __future__ import annotations
 
 import ast
-import json
 from pathlib import Path
 
+from evaluators.jsonl_lines import LineError, json_lines
 from evaluators.task import Task
 
 REQUIRED = ("task_id", "prompt", "entry_point", "tests")
@@ -39,18 +39,21 @@ class BenchmarkFileError(ValueError):
 
 
 def defines_check(tests: str) -> bool:
-    tree = ast.parse(tests)
+    """Whether `tests` defines `check` at top level; SyntaxError if it is not Python, including
+    source nested too deeply for the parser (which raises RecursionError or MemoryError)."""
+    try:
+        tree = ast.parse(tests)
+    except (RecursionError, MemoryError):
+        raise SyntaxError("nested too deeply to parse") from None
     return any(isinstance(n, ast.FunctionDef) and n.name == "check" for n in tree.body)
 
 
-def parse_task(path: Path, line_no: int, text: str, benchmark: str) -> Task:
+def parse_task(path: Path, line_no: int, row: object, benchmark: str) -> Task:
+    """The task on line `line_no`, whose parsed JSON value is `row`."""
+
     def fail(field: str | None, message: str) -> BenchmarkFileError:
         return BenchmarkFileError(path, line_no, field, message)
 
-    try:
-        row = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise fail(None, f"invalid JSON ({e.msg} at column {e.colno})") from e
     if not isinstance(row, dict):
         raise fail(None, f"expected a JSON object, got {type(row).__name__}")
     for field in REQUIRED:
@@ -90,11 +93,9 @@ def load_jsonl_benchmark(path: Path, benchmark: str | None = None) -> list[Task]
     benchmark = benchmark or path.stem
     tasks: list[Task] = []
     seen: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            task = parse_task(path, line_no, text, benchmark)
+    try:
+        for line_no, row in json_lines(path):
+            task = parse_task(path, line_no, row, benchmark)
             if task.task_id in seen:
                 raise BenchmarkFileError(
                     path,
@@ -104,6 +105,8 @@ def load_jsonl_benchmark(path: Path, benchmark: str | None = None) -> list[Task]
                 )
             seen[task.task_id] = line_no
             tasks.append(task)
+    except LineError as e:
+        raise BenchmarkFileError(path, e.line, None, str(e)) from None
     if not tasks:
         raise BenchmarkFileError(path, 0, None, "no tasks")
     return tasks

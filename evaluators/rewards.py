@@ -40,8 +40,8 @@ class Reward:
 def reward(
     verdict: Verdict, config: RewardConfig = RewardConfig(), format_score: float = 0.0
 ) -> Reward | None:
-    """The reward for one verdict; None for an infra error (not the candidate's fault: resample
-    or drop it, never score it as a failure)."""
+    """The reward for one verdict; None for an infra error, which has no correctness to report
+    (ES fitness gives it `WORST_FITNESS`, see `fitness`)."""
     if verdict.status is Status.INFRA_ERROR:
         return None
     if not 0.0 <= format_score <= 1.0:
@@ -58,3 +58,14 @@ def reward(
         passed=passed,
         fraction=fraction,
     )
+
+
+# The lowest total `reward` can give (correctness and format are both >= 0).
+WORST_FITNESS = 0.0
+
+
+def fitness(known: Reward | None) -> float:
+    """What ES maximizes for one (member, task): the reward's total, and the worst there is for an
+    infra error. Anything better (a task's mean, say) would pay a candidate for breaking its
+    sandbox instead of solving the task, whenever its task-mates do worse than it."""
+    return WORST_FITNESS if known is None else known.total

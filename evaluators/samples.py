@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from evaluators.jsonl_lines import LineError, json_lines
 from evaluators.passk import mean_pass_at_k
 from evaluators.scoring import result_text
 from evaluators.task import Task
@@ -66,14 +67,8 @@ def program_field(record: dict[str, Any]) -> str:
 def read_samples(path: Path, tasks: Mapping[str, Task]) -> list[Sample]:
     """Every sample in `path`; the first bad line raises (nothing is scored from a bad file)."""
     samples: list[Sample] = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, text in enumerate(f, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise SamplesFileError(path, line_no, f"invalid JSON ({e.msg})") from e
+    try:
+        for line_no, record in json_lines(path):
             if not isinstance(record, dict):
                 raise SamplesFileError(path, line_no, "expected a JSON object")
             if "task_id" not in record:
@@ -95,6 +90,8 @@ def read_samples(path: Path, tasks: Mapping[str, Task]) -> list[Sample]:
                     solution=record[field] if field == "solution" else None,
                 )
             )
+    except LineError as e:
+        raise SamplesFileError(path, e.line, str(e)) from None
     if not samples:
         raise SamplesFileError(path, 0, "no samples")
     return samples
@@ -127,29 +124,44 @@ def write_results(path: Path, samples: Sequence[Sample], verdicts: Sequence[Verd
     write_atomically(path, "".join(lines))
 
 
+INFRA_EXCLUDED = "_infra_excluded"  # suffix of the pass@k keys that leave infra errors out
+
+
 def summarize(
     samples: Sequence[Sample], verdicts: Sequence[Verdict], ks: Iterable[int] = (1, 10, 100)
 ) -> dict[str, Any]:
-    """pass@k for each requested k that every task has enough samples for, and counts by verdict.
+    """pass@k two ways, for each requested k that every task has enough samples for, and counts
+    by verdict.
 
-    Infra errors are not the candidate's fault: they are left out of n and c and counted apart.
+    `pass@k` counts an infra error (the sandbox failed on the job twice) as a failed sample: the
+    figure nothing a candidate does can raise. `pass@k_infra_excluded` leaves infra errors out of
+    n and c (tasks left with no sample drop out of the mean): what the jobs that ran say. The two
+    differ only while `infra_errors` is not 0, which callers report as an error.
     """
     counts = Counter(v.status.value for v in verdicts)
-    per_task: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    counted: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    excluded: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     for sample, verdict in zip(samples, verdicts, strict=True):
-        if verdict.status is Status.INFRA_ERROR:
-            per_task.setdefault(sample.task_id, [0, 0])
-            continue
-        per_task[sample.task_id][0] += 1
-        per_task[sample.task_id][1] += verdict.passed
-    scored = [(n, c) for n, c in per_task.values() if n > 0]
-    min_n = min((n for n, _ in per_task.values()), default=0)
-    pass_at = {f"pass@{k}": mean_pass_at_k(scored, k) for k in sorted(set(ks)) if 1 <= k <= min_n}
+        for per_task in (counted, excluded):
+            if per_task is excluded and verdict.status is Status.INFRA_ERROR:
+                continue
+            per_task[sample.task_id][0] += 1
+            per_task[sample.task_id][1] += verdict.passed
+    min_n = min((n for n, _ in counted.values()), default=0)
     return {
         "samples": len(samples),
-        "tasks": len(per_task),
+        "tasks": len(counted),
         "min_samples_per_task": min_n,
-        **pass_at,
+        **_pass_at(counted.values(), ks, ""),
+        **_pass_at(excluded.values(), ks, INFRA_EXCLUDED),
         "verdicts": {s.value: counts.get(s.value, 0) for s in Status},
         "infra_errors": counts.get(Status.INFRA_ERROR.value, 0),
+    }
+
+
+def _pass_at(per_task: Iterable[list[int]], ks: Iterable[int], suffix: str) -> dict[str, float]:
+    scored = [(n, c) for n, c in per_task if n > 0]
+    min_n = min((n for n, _ in scored), default=0)
+    return {
+        f"pass@{k}{suffix}": mean_pass_at_k(scored, k) for k in sorted(set(ks)) if 1 <= k <= min_n
     }

@@ -21,6 +21,10 @@ class SandboxConfig:
     cpus: float = 1.0  # CPU quota per container
     tmpfs_mb: int = 64  # size of /tmp, the candidate's scratch area
     shm_mb: int = 16  # size of /dev/shm
+    # Files and folders each of /tmp and /dev/shm may hold: bounds what the wipe after a job has
+    # to remove (a job creating empty files as fast as it can gets ENOSPC here, not a wipe that
+    # outlasts the host's patience and makes the job an infra error).
+    scratch_inodes: int = 65536
     job_grace_s: float = (
         15.0  # host waits wall_s + this for an answer before declaring the container dead
     )

@@ -26,6 +26,7 @@ OWNER_LABEL = "lineage.owner"
 # scratch files they own.
 CAPABILITIES = ["SETUID", "SETGID", "KILL", "CHOWN", "DAC_OVERRIDE", "FOWNER"]
 START_TIMEOUT_S = 60.0
+SCRATCH_OPTIONS = "rw,nosuid,nodev,noexec,mode=1777"
 
 
 def _process_start_ticks(pid: int) -> str:
@@ -74,8 +75,10 @@ def start_container(image: str, config: SandboxConfig) -> WarmContainer:
         network_mode="none",
         init=True,
         read_only=True,
-        tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={config.tmpfs_mb}m,mode=1777"},
-        shm_size=f"{config.shm_mb}m",
+        tmpfs={  # a mount at /dev/shm takes the place of the engine's own (shm_size)
+            "/tmp": f"{SCRATCH_OPTIONS},size={config.tmpfs_mb}m,nr_inodes={config.scratch_inodes}",
+            "/dev/shm": f"{SCRATCH_OPTIONS},size={config.shm_mb}m,nr_inodes={config.scratch_inodes}",
+        },
         mem_limit=f"{config.memory_mb}m",
         memswap_limit=f"{config.memory_mb}m",
         pids_limit=config.pids,

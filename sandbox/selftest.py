@@ -3,7 +3,8 @@ the same container must then pass, with no leftover processes or files.
 
 Shared by `lineage sandbox selftest` (quick, exits non-zero on any failure) and the pytest suite.
 Every attack's check asks for something the attack can only get by beating the sandbox, so a
-"passed" verdict on an attack is always a sandbox failure.
+"passed" verdict on an attack is always a sandbox failure, except for the attacks on the scratch
+wipe (`scratch_attacks`), which must pass to show they built their whole mess.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sandbox import scratch_attacks
 from sandbox.job import Job, Limits, Status, Verdict
 
 QUICK = Limits(wall_s=2.0, cpu_s=2, memory_mb=256, file_size_mb=16, processes=32, output_kb=64)
+# Building a big tree takes a while on a loaded machine: room enough that it never times out.
+ROOMY = Limits(wall_s=20.0, cpu_s=20, memory_mb=256, file_size_mb=16, processes=32, output_kb=64)
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class Attack:
     setup: str = ""
     entry_point: str = "solve"
     contained: bool = False  # a correct program that misbehaves: any verdict, but no trace after
+    expect: Status | None = None  # the verdict it must get (a contained attack that must work)
     limits: Limits = field(default_factory=lambda: QUICK)
 
     def job(self) -> Job:
@@ -147,6 +152,20 @@ ATTACKS: tuple[Attack, ...] = (
         "            f.write('x')\n    return 42\n",
         contained=True,
     ),
+    *(
+        Attack(name, program, contained=True, expect=Status.PASSED, limits=ROOMY)
+        for name, program in (
+            ("a tree deeper than PATH_MAX in every scratch area", scratch_attacks.DEEP),
+            ("a wide tree in every scratch area", scratch_attacks.WIDE),
+            ("odd file types and names in every scratch area", scratch_attacks.ODD),
+            ("permission tricks in every scratch area", scratch_attacks.PERMISSIONS),
+        )
+    ),
+    Attack(
+        "finding a writable place outside the scratch areas",
+        scratch_attacks.WRITABLE_ELSEWHERE,
+        limits=ROOMY,
+    ),
     Attack(
         "leaving SysV IPC objects for the next job",
         "import ctypes\ndef solve():\n    libc = ctypes.CDLL(None)\n    flags = 0o1000 | 0o666  # IPC_CREAT\n"
@@ -246,8 +265,10 @@ class AttackResult:
     @property
     def ok(self) -> bool:
         contained = self.attack.contained or self.verdict.status is not Status.PASSED
+        expected = self.attack.expect in (None, self.verdict.status)
         return (
             contained
+            and expected
             and self.verdict.status is not Status.INFRA_ERROR
             and self.canary.status is Status.PASSED
             and self.same_container
@@ -258,6 +279,8 @@ class AttackResult:
     def problem(self) -> str:
         if not self.attack.contained and self.verdict.status is Status.PASSED:
             return "the attack PASSED"
+        if self.attack.expect not in (None, self.verdict.status):
+            return f"the attack did not get its expected {self.attack.expect.value} verdict"
         if self.verdict.status is Status.INFRA_ERROR:
             return f"the attack broke the sandbox: {self.verdict.detail}"
         if self.canary.status is not Status.PASSED:

@@ -257,3 +257,36 @@ def test_a_few_steps_raise_a_toy_reward():
         es.tell(population, rewards(population))
     end = -float((logits(model) - target).square().mean())
     assert end > start + 0.1 * abs(start), (start, end)
+
+
+def test_an_infra_error_gets_the_worst_fitness_not_its_tasks_mean():
+    """A member whose job broke the sandbox must not score its task-mates' mean: that paid a
+    candidate for breaking the sandbox whenever the others did worse than the mean."""
+    from agent.es.trainer import EsTrainer, EsTrainerConfig, Evaluated
+    from evaluators.task import Task
+    from sandbox.job import CheckOutcome, CheckResult, Status, Verdict
+
+    def verdict(status: Status, passed: int) -> Verdict:
+        outcomes = [CheckOutcome.PASSED] * passed + [CheckOutcome.FAILED] * (2 - passed)
+        return Verdict(status, tuple(CheckResult(o) for o in outcomes))
+
+    judged = [
+        verdict(Status.PASSED, 2),
+        verdict(Status.PASSED, 2),
+        verdict(Status.FAILED, 1),
+        Verdict(Status.INFRA_ERROR, detail="sandbox failed 2 time(s)"),
+    ]
+    task = Task("toy/0", "def f():\n", "f", "def check(candidate):\n    pass\n", "toy")
+    es = EggRoll(EsConfig(population=4, seed=1), tiny_model())
+    trainer = EsTrainer(
+        es,
+        None,
+        None,
+        [task],
+        EsTrainerConfig(tasks_per_step=1),
+        evaluator=lambda population, tasks: Evaluated(judged, 0, 0.0, 0.0),
+    )
+    result = trainer.step()
+    assert [row[0] for row in result.rewards] == [1.0, 1.0, 0.25, 0.0]
+    assert result.infra_errors == 1
+    assert result.pass_rate == 0.5  # the infra error counts as not passed

@@ -69,3 +69,29 @@ def test_errors_name_line_and_field(
 def test_empty_file(tmp_path: Path) -> None:
     with pytest.raises(BenchmarkFileError, match="no tasks"):
         load_jsonl_benchmark(write(tmp_path, [""]))
+
+
+DEEP_TESTS = "def check(candidate):\n    assert candidate(1, 2) == " + "1+" * 100_000 + "3\n"
+DEEP_UNARY = "def check(candidate):\n    assert candidate(1, 2) == " + "-" * 100_000 + "3\n"
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "message"),
+    [
+        (b'{"task_id": "add/\xff"}', None, "not UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, None, "nested too deeply"),
+        (json.dumps(dict(GOOD, tests=DEEP_TESTS)).encode(), "tests", "nested too deeply"),
+        (json.dumps(dict(GOOD, tests=DEEP_UNARY)).encode(), "tests", "nested too deeply"),
+    ],
+)
+def test_unparseable_lines_name_the_line(
+    tmp_path: Path, raw: bytes, field: str | None, message: str
+) -> None:
+    """Bytes that are not UTF-8, and JSON or tests nested past the parser's depth, were a
+    UnicodeDecodeError, RecursionError or MemoryError; now each is the line's error."""
+    path = tmp_path / "bench.jsonl"
+    path.write_bytes(json.dumps(GOOD).encode() + b"\n\n" + raw + b"\n")
+    with pytest.raises(BenchmarkFileError) as info:
+        load_jsonl_benchmark(path)
+    assert (info.value.line, info.value.field) == (3, field)
+    assert str(info.value).startswith(f"{path}:3") and message in str(info.value)

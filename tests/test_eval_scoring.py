@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluators.rewards import RewardConfig, reward
+from evaluators.rewards import WORST_FITNESS, RewardConfig, fitness, reward
 from evaluators.samples import (
     SamplesFileError,
     read_samples,
@@ -158,6 +158,19 @@ def test_completion_or_solution_per_line(tmp_path: Path) -> None:
     assert samples[1].record["reply"] == "raw"  # written back with the verdict
 
 
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [(b'{"task_id": "T/0", "completion": "\xe9"}', "not UTF-8"), (b"[" * 100_000, "too deeply")],
+)
+def test_unparseable_sample_lines_name_the_line(tmp_path: Path, raw: bytes, message: str) -> None:
+    """Latin-1 bytes and JSON nested past the parser's depth were a traceback."""
+    path = tmp_path / "s.jsonl"
+    path.write_bytes(b'{"task_id": "T/0", "completion": ""}\n' + raw + b"\n")
+    with pytest.raises(SamplesFileError) as info:
+        read_samples(path, TASKS)
+    assert info.value.line == 2 and f"{path}:2" in str(info.value) and message in str(info.value)
+
+
 def test_results_and_summary(tmp_path: Path) -> None:
     lines = [
         json.dumps({"task_id": tid, "completion": str(i), "extra": i})
@@ -181,7 +194,7 @@ def test_results_and_summary(tmp_path: Path) -> None:
     summary = summarize(samples, verdicts, ks=[1, 2, 3])
     assert summary["pass@1"] == pytest.approx((0.5 + 0.0) / 2)
     assert summary["pass@2"] == pytest.approx((1.0 + 0.0) / 2)
-    assert "pass@3" not in summary  # T/0 has only 2 samples (T/1 has 2 after its infra error)
+    assert "pass@3" not in summary  # T/0 has only 2 samples
     assert summary["verdicts"] == {
         "passed": 1,
         "failed": 1,
@@ -190,6 +203,35 @@ def test_results_and_summary(tmp_path: Path) -> None:
         "infra_error": 1,
     }
     assert summary["infra_errors"] == 1
+
+
+def test_pass_at_k_comes_both_ways_and_infra_never_raises_it(tmp_path: Path) -> None:
+    """Two tasks, one right and one wrong sample each, then the wrong sample of T/1 breaks the
+    sandbox: counted as failed pass@1 stays 0.5; left out it reads 0.75."""
+    lines = [json.dumps({"task_id": t, "completion": ""}) for t in ("T/0", "T/0", "T/1", "T/1")]
+    samples = read_samples(write_samples(tmp_path, lines), TASKS)
+    right, wrong = verdict(Status.PASSED, 2), verdict(Status.FAILED, 1)
+    summary = summarize(samples, [right, wrong, right, verdict(Status.INFRA_ERROR)], ks=[1, 2])
+    assert summary["pass@1"] == pytest.approx(0.5) and summary["pass@2"] == 1.0
+    assert summary["pass@1_infra_excluded"] == pytest.approx(0.75)
+    assert "pass@2_infra_excluded" not in summary  # T/1 kept one sample
+    assert summary["infra_errors"] == 1 and summary["min_samples_per_task"] == 2
+
+
+def test_a_task_with_only_infra_errors_still_has_a_pass_at_1(tmp_path: Path) -> None:
+    lines = [json.dumps({"task_id": t, "completion": ""}) for t in ("T/0", "T/1")]
+    samples = read_samples(write_samples(tmp_path, lines), TASKS)
+    summary = summarize(samples, [verdict(Status.PASSED, 2), verdict(Status.INFRA_ERROR)], ks=[1])
+    assert summary["pass@1"] == pytest.approx(0.5)
+    assert summary["pass@1_infra_excluded"] == 1.0  # T/1 drops out of the mean
+    only_infra = summarize(samples[1:], [verdict(Status.INFRA_ERROR)], ks=[1])
+    assert only_infra["pass@1"] == 0.0 and "pass@1_infra_excluded" not in only_infra
+
+
+def test_an_infra_error_gets_the_worst_fitness() -> None:
+    assert fitness(None) == WORST_FITNESS == 0.0
+    assert fitness(reward(verdict(Status.FAILED, 0))) == WORST_FITNESS  # no better than failing
+    assert fitness(reward(verdict(Status.PASSED, 2))) == 1.0
 
 
 def test_result_text() -> None:

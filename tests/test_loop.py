@@ -40,6 +40,34 @@ def test_config_errors_name_the_problem(tmp_path):
     assert load_config(None).budget.iterations == 6  # every key has a default
 
 
+def float_keys() -> list[tuple[str, str]]:
+    """(section, key) of every float setting of a run config, nested sections included."""
+    from agent.loop.config import RunConfig, Section
+
+    keys = []
+    for section, info in RunConfig.model_fields.items():
+        if isinstance(info.default, Section):
+            fields = type(info.default).model_fields
+            keys += [(section, k) for k, f in fields.items() if "float" in str(f.annotation)]
+        elif "float" in str(info.annotation):
+            keys.append(("", section))
+    return keys
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_non_finite_floats_are_refused_at_load_naming_the_key(tmp_path, value):
+    """`wall_s = inf` used to pass and fail later with an OverflowError; every float key of
+    every section is refused at load, in the file/key format."""
+    keys = float_keys()
+    assert ("solve", "wall_s") in keys and ("budget", "wall_clock_s") in keys
+    for section, key in keys:
+        path = tmp_path / "c.toml"
+        path.write_text(f"[{section}]\n{key} = {value}\n" if section else f"{key} = {value}\n")
+        where = rf"\[{section}\] {key}" if section else key
+        with pytest.raises(ConfigError, match=rf"c.toml: {where}: .*finite"):
+            load_config(path)
+
+
 def test_cli_rejects_a_bad_config_before_loading_anything(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[tasks]\nstage1_tasks = 0\n")

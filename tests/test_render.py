@@ -75,9 +75,13 @@ def test_view_of_a_lineage(lineage: Path) -> None:
     with Archive(lineage, readonly=True) as archive:
         view = lineage_view(archive)
         nodes = {n["id"]: n for n in view["nodes"]}
-        assert view["split"] == "dev" and view["range"] == [0.15, 0.40]
-        assert nodes["edit1"]["color"] == SCORE_STOPS[-1]  # best dev score
-        assert nodes["both1"]["color"] == SCORE_STOPS[0]  # worst
+        # one fixed scale for pass rates: a colour means the same score in every run
+        assert view["split"] == "dev" and view["range"] == [0.0, 1.0]
+        assert nodes["edit1"]["color"] == score_color(0.40, 0.0, 1.0)  # best dev score
+        assert nodes["both1"]["color"] == score_color(0.15, 0.0, 1.0)  # worst
+        assert nodes["edit1"]["label"] == ["edit1", "0.40"]
+        assert nodes["bad1"]["label"] == ["bad1", "syntax error \u2026"]
+        assert nodes["pending1"]["label"] == ["pending1", "pending"]
         assert nodes["pending1"]["color"] == UNSCORED_COLOR
         assert nodes["merge1"]["depth"] == 2 and nodes["merge1"]["parents"] == ["es1", "edit1"]
         assert nodes["es1"]["diff"] == ""  # an ES step keeps its parent's commit

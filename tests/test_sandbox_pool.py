@@ -75,6 +75,42 @@ def test_program_exceptions_cross_as_builtin_types(one_worker_pool):
     assert one_worker_pool.run([job(program, *checks)])[0].status is Status.PASSED
 
 
+ASYNC_COLLECT = """
+import asyncio
+class Each:
+    def __init__(self):
+        self.i = 0
+    def __aiter__(self):
+        return self
+    async def __anext__(self):
+        self.i += 1
+        if self.i > 3:
+            raise StopAsyncIteration
+        return candidate(self.i)
+async def collect():
+    return [x async for x in Each()]
+assert asyncio.run(collect()) == []
+"""
+
+
+@pytest.mark.parametrize(
+    ("raised", "check"),
+    [
+        ("StopIteration", "assert all(map(candidate, [1, 2, 3]))"),
+        ("StopIteration", "assert list(map(candidate, [1, 2])) == []"),
+        ("StopAsyncIteration", ASYNC_COLLECT),
+    ],
+    ids=["all-map", "list-map", "async-for"],
+)
+def test_a_candidate_cannot_end_the_tests_own_iteration(one_worker_pool, raised, check):
+    """Rebuilt as itself, the candidate's StopIteration would end `map` early (and its
+    StopAsyncIteration an `async for`): the assert would pass on what was never checked."""
+    program = f"def f(x):\n    raise {raised}('done early')\n"
+    v = one_worker_pool.run([job(program, check)])[0]
+    assert v.status is Status.FAILED
+    assert v.checks[0].outcome.value == "error" and f"{raised}: done early" in v.checks[0].detail
+
+
 def test_in_place_changes_to_arguments_are_seen_by_the_tests(one_worker_pool):
     program = "def f(items, table):\n    items.sort()\n    table['seen'] = True\n"
     check = (

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent.gateway import ExternalEndpoint, Gateway, GatewayConfig
+from agent.gateway import Budget, ExternalEndpoint, Gateway, GatewayConfig
 from agent.policy.tiny import TinyModelConfig, tiny_model
 from agent.policy.transformers_backend import TransformersBackend
 from agent.scaffold import solving
 from agent.scaffold.edit import EditConfig, check_changes, propose
-from agent.scaffold.jobs import selftest_job
+from agent.scaffold.jobs import improve_job, selftest_job
 from agent.scaffold.repo import apply_changes, read_files, seed_files
 from agent.scaffold.solving import SolveConfig, judge, solve
 from archive import Archive
@@ -32,15 +32,8 @@ pytestmark = pytest.mark.docker
 
 IMPROVED_SCAFFOLD = Path(__file__).resolve().parents[1] / "benchmarks" / "scaffolds" / "selftests"
 
-# What a proposer answers: the (completion-mode) seed's settings with four knobs changed.
-NEW_SETTINGS = (
-    seed_files()["scaffold/settings.py"]
-    .replace('PROTOCOL = "instruct"', 'PROTOCOL = "completion"')
-    .replace("SAMPLES = 1 ", "SAMPLES = 2 ")
-    .replace("TEMPERATURE = 0.0 ", "TEMPERATURE = 0.7 ")
-    .replace("MAX_TOKENS = 384 ", "MAX_TOKENS = 24 ")
-    .replace("SELECT_BY_EXAMPLES = False", "SELECT_BY_EXAMPLES = True")
-)
+# What the scripted proposer answers `improve`: knob lines (the seed's improve edits knobs).
+NEW_KNOBS = "SAMPLES = 2\nTEMPERATURE = 0.7\n"
 
 
 class ScriptedEndpoint:
@@ -65,10 +58,11 @@ class ScriptedEndpoint:
                     "model": body.get("model"),
                     "choices": [
                         {
-                            "index": 0,
+                            "index": i,
                             "message": {"role": "assistant", "content": text},
                             "finish_reason": "stop",
                         }
+                        for i in range(body.get("n", 1))
                     ],
                     "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
                 }
@@ -300,6 +294,33 @@ def test_the_hand_written_improvement_passes_its_tests_and_solves_through_the_ga
     assert all(a.program for a in result.attempts)
 
 
+HOSTILE_IMPROVE = """import os
+
+
+def improve(workspace, problem_statement, llm):
+    os.symlink("/etc/hostname", os.path.join(workspace, "{name}"))
+"""
+
+
+@pytest.mark.parametrize("name", ["leak.txt", "linked-dir"])
+def test_improve_cannot_hand_back_what_a_link_points_at(agent_pool, gateway, name):
+    """The in-container walker reports a link as what it is (the host checks again anyway)."""
+    files = {**seed_files(), "scaffold/improve.py": HOSTILE_IMPROVE.format(name=name)}
+    if name == "linked-dir":
+        files["scaffold/improve.py"] = files["scaffold/improve.py"].replace(
+            '"/etc/hostname"', '"/etc"'
+        )
+    token = gateway.open_session("hostile-improve", Budget(tokens=16, seconds=60, calls=1))
+    try:
+        (verdict,) = agent_pool.run(
+            [improve_job(files, "do it", token, Limits(wall_s=60, cpu_s=60))]
+        )
+    finally:
+        gateway.close_session(token)
+    assert verdict.status is not Status.PASSED, verdict.kept
+    assert "not a regular file" in verdict.detail and name in verdict.detail
+
+
 def test_check_changes_rejects_bad_diffs():
     assert "empty diff" in check_changes({}, ())
     assert "protected" in check_changes({"lineage_llm.py": "x = 1\n"}, ("lineage_llm.py",))
@@ -314,7 +335,7 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     seed = short(seed_files())
     failed = judge(solve(seed, tasks, agent_pool, gateway, FAST), scoring_pool).attempts
     assert any(not a.passed for a in failed)
-    scripted = ScriptedEndpoint("It stopped too early. Sample more.", NEW_SETTINGS)
+    scripted = ScriptedEndpoint("It stopped too early. Sample more.", NEW_KNOBS)
     try:
         proposal = propose(
             seed, failed, agent_pool, gateway, EditConfig(proposer=scripted.endpoint)
@@ -323,12 +344,19 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
         scripted.close()
     assert proposal.ok, proposal.failure
     assert proposal.diagnosis == "It stopped too early. Sample more."
-    assert proposal.changes == {"scaffold/settings.py": NEW_SETTINGS}
+    settings = seed["scaffold/settings.py"]
+    expected = settings.replace("SAMPLES = 1 ", "SAMPLES = 2 ").replace(
+        "TEMPERATURE = 0.0 ", "TEMPERATURE = 0.7 "
+    )
+    assert expected != settings
+    assert proposal.changes == {"scaffold/settings.py": expected}  # two knob lines, nothing else
     assert "+SAMPLES = 2" in proposal.diff
     assert proposal.flags == []
-    # both calls went to the scripted endpoint, the improve one with the problem statement
-    assert len(scripted.requests) == 2
-    assert "Sample more." in scripted.requests[1]["messages"][1]["content"]
+    # every call went to the scripted endpoint: the diagnosis, then improve's greedy and sampled
+    # proposals (the scripted server answers the same text each time: one proposal, no check)
+    assert len(scripted.requests) == 3
+    assert all("Sample more." in r["messages"][1]["content"] for r in scripted.requests[1:])
+    assert "Task prompt:" in scripted.requests[1]["messages"][1]["content"]
 
     with Archive(tmp_path / "run") as archive:
         root = archive.add_root("tiny", "0" * 16, files=seed)
@@ -348,29 +376,39 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     assert sum(len(c.texts) for s in result.sessions for c in s.calls) == 4  # 2 tasks x 2
 
 
-def test_a_broken_edit_becomes_a_failure_not_an_exception(agent_pool, gateway, tasks, scoring_pool):
+REWRITING_IMPROVE = """import os
+
+
+def improve(workspace, problem_statement, llm):
+    with open(os.path.join(workspace, "scaffold/text.py"), "w") as f:
+        f.write({text!r})
+"""
+
+
+@pytest.mark.parametrize(
+    "text, why",
+    [
+        ("def code_blocks(text):\n    return []\n", "self-test failed"),  # drops functions
+        ("this is not python (", "syntax error"),
+    ],
+)
+def test_a_broken_edit_becomes_a_failure_not_an_exception(
+    agent_pool, gateway, tasks, scoring_pool, text, why
+):
+    """An agent whose own improve writes a broken file (any agent may): the host's checks and
+    the self-test turn it into a failed proposal with the reason."""
     seed = short(seed_files())
     failed = judge(solve(seed, tasks[:2], agent_pool, gateway, FAST), scoring_pool).attempts
-    # the diagnosis names scaffold/text.py, so the seed's improve rewrites it, dropping functions
-    scripted = ScriptedEndpoint(
-        "Rewrite scaffold/text.py.", "def code_blocks(text):\n    return []\n"
-    )
+    agent = {**seed, "scaffold/improve.py": REWRITING_IMPROVE.format(text=text)}
+    scripted = ScriptedEndpoint("Rewrite scaffold/text.py.", "unused")
     try:
         proposal = propose(
-            seed, failed, agent_pool, gateway, EditConfig(proposer=scripted.endpoint)
+            agent, failed, agent_pool, gateway, EditConfig(proposer=scripted.endpoint)
         )
     finally:
         scripted.close()
     assert not proposal.ok
-    assert proposal.failure.startswith("self-test failed"), proposal.failure
-    scripted = ScriptedEndpoint("Try harder.", "this is not python (")
-    try:
-        proposal = propose(
-            seed, failed, agent_pool, gateway, EditConfig(proposer=scripted.endpoint)
-        )
-    finally:
-        scripted.close()
-    assert not proposal.ok and "syntax error" in proposal.failure
+    assert why in proposal.failure, proposal.failure
 
 
 @pytest.mark.slow

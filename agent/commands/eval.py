@@ -6,7 +6,9 @@ program), the default for a model whose tokenizer has a chat template and the wa
 published figures are measured; and `completion` (the prompt as-is, stop at a new top-level
 statement), what a base model needs. Writes OUT/samples.jsonl (a `completion` per task, or a
 `solution` and the raw `reply`, plus token counts and finish reasons), the scorer's results and
-summary next to it, and OUT/eval.json (protocol, settings, generation speed, pass@1).
+summary next to it, and OUT/eval.json (protocol, settings, generation speed, pass@1 with infra
+errors counted as failed and left out). Exits 1, after writing everything, when the sandbox failed
+on any job.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent.commands.errors import fail
+from agent.commands.paths import absolute
 
 
 class Protocol(StrEnum):
@@ -114,7 +117,9 @@ def eval_command(
     dtype: str = typer.Option("auto", help="auto, bfloat16, float16 or float32."),
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
     workers: int = typer.Option(0, help="Sandbox containers for scoring (0: two per core)."),
-    out: Annotated[Path | None, typer.Option(help="Output folder (default runs/eval/...).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default runs/eval/...).", callback=absolute)
+    ] = None,
 ) -> None:
     """Greedy pass@1 of a policy model on a benchmark, scored in the sandbox."""
     from agent.commands import score as score_commands
@@ -123,7 +128,7 @@ def eval_command(
     from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
     from evaluators.datasets import DatasetError, load_benchmark
     from evaluators.jsonl_benchmark import BenchmarkFileError
-    from evaluators.samples import summary_path
+    from evaluators.samples import INFRA_EXCLUDED
 
     console = Console(stderr=True)
     try:
@@ -132,7 +137,7 @@ def eval_command(
         raise fail(e) from e
     if limit:
         tasks = tasks[:limit]
-    out = out or default_out(model, benchmark)
+    out = out or absolute(default_out(model, benchmark))
     out.mkdir(parents=True, exist_ok=True)
 
     settings = TransformersBackendConfig(model=model, dtype=dtype, threads=threads)
@@ -173,10 +178,9 @@ def eval_command(
         highlight=False,
     )
 
-    score_commands.score(
-        samples, benchmark=benchmark, workers=workers, k="1", calibrate=True, timeout_floor=3.0
+    summary = score_commands.score_samples(
+        samples, benchmark, workers, [1], calibrate=True, timeout_floor=3.0
     )
-    summary = json.loads(summary_path(samples).read_text())
     passed = summary["verdicts"].get("passed", 0)
     report = {
         "model": model,
@@ -197,10 +201,20 @@ def eval_command(
         },
         "passed": passed,
         "pass@1": summary.get("pass@1"),
+        "pass@1_infra_excluded": summary.get("pass@1" + INFRA_EXCLUDED),
+        "infra_errors": summary["infra_errors"],
     }
     (out / "eval.json").write_text(json.dumps(report, indent=2) + "\n")
+    rate = score_commands.format_rate
+    excluded = (
+        f", {rate(report['pass@1_infra_excluded'])} with infra errors left out"
+        if report["infra_errors"]
+        else ""
+    )
     console.print(
-        f"[bold]pass@1 {report['pass@1']:.4f}[/bold] ({passed}/{len(tasks)}) on {benchmark}, "
-        f"protocol {protocol.value}; wrote {out}",
+        f"[bold]pass@1 {rate(report['pass@1'])}[/bold] ({passed}/{len(tasks)}){excluded} on "
+        f"{benchmark}, protocol {protocol.value}; wrote {out}",
         highlight=False,
     )
+    if report["infra_errors"]:
+        raise typer.Exit(1)

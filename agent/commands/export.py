@@ -26,16 +26,19 @@ import typer
 from rich.console import Console
 
 from agent.commands.errors import fail
+from agent.commands.paths import absolute
 
 
 def export(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `lineage run`.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory made by `lineage run`.", callback=absolute)
+    ],
     node: Annotated[
         str | None, typer.Argument(help="Node id (default: the best by dev score).")
     ] = None,
-    out: Annotated[Path, typer.Option("--out", help="Where to write (must not exist).")] = Path(
-        "export"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", help="Where to write (must not exist).", callback=absolute)
+    ] = Path("export"),
 ) -> None:
     """Write a node's weights (a Hugging Face model folder) and scaffold code to --out."""
     from agent.es.chain_weights import ChainWeights

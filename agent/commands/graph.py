@@ -12,14 +12,20 @@ import typer
 from rich.console import Console
 
 from agent.commands.errors import fail
+from agent.commands.paths import absolute
 
 
 def graph(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory (holds archive.sqlite).")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="Run directory (holds archive.sqlite).", callback=absolute)
+    ],
     html: Annotated[
-        Path | None, typer.Option("--html", help="Write a self-contained HTML view here.")
+        Path | None,
+        typer.Option("--html", help="Write a self-contained HTML view here.", callback=absolute),
     ] = None,
-    png: Annotated[Path | None, typer.Option("--png", help="Write a static PNG here.")] = None,
+    png: Annotated[
+        Path | None, typer.Option("--png", help="Write a static PNG here.", callback=absolute)
+    ] = None,
 ) -> None:
     """Draw the lineage tree: an interactive offline HTML page and/or a PNG."""
     from archive import Archive, ArchiveError

@@ -13,15 +13,20 @@ from rich.console import Console
 from rich.table import Table
 
 from agent.commands.errors import fail
+from agent.commands.paths import absolute
 from evaluators.samples import write_atomically
 
 
 def run(
     config: Annotated[
-        Path | None, typer.Argument(help="Run config (TOML). Every key has a default.")
+        Path | None,
+        typer.Argument(help="Run config (TOML). Every key has a default.", callback=absolute),
     ] = None,
     run_dir: Annotated[
-        Path | None, typer.Option("--run-dir", help="Where the run lives (default runs/<time>).")
+        Path | None,
+        typer.Option(
+            "--run-dir", help="Where the run lives (default runs/<time>).", callback=absolute
+        ),
     ] = None,
     iterations: Annotated[int | None, typer.Option(help="Override [budget] iterations.")] = None,
 ) -> None:
@@ -33,7 +38,7 @@ def run(
         cfg = with_iterations(load_config(config), iterations)
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    run_dir = run_dir or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    run_dir = run_dir or absolute(Path("runs") / time.strftime("run-%Y%m%d-%H%M%S"))
     if (run_dir / "config.json").exists():
         raise fail(f"{run_dir} already holds a run: use `lineage resume {run_dir}`")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -55,7 +60,9 @@ def with_iterations(cfg, iterations: int | None):
 
 
 def resume(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `lineage run`.")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="A run directory made by `lineage run`.", callback=absolute)
+    ],
     iterations: Annotated[
         int | None, typer.Option(help="Raise [budget] iterations (total, not additional).")
     ] = None,
@@ -75,7 +82,8 @@ def resume(
 
 def _go(cfg, run_dir: Path, console: Console) -> None:
     from agent.loop.config import ConfigError
-    from agent.loop.loop import Loop
+    from agent.loop.evaluation import InfraError
+    from agent.loop.loop import Loop, SeedScaffoldError
     from agent.loop.runtime import Runtime
     from archive import ArchiveError
 
@@ -85,6 +93,9 @@ def _go(cfg, run_dir: Path, console: Console) -> None:
             summary = Loop(rt, console).run()
     except (ArchiveError, ConfigError) as exc:
         raise fail(str(exc)) from None
+    except (SeedScaffoldError, InfraError) as exc:  # ours to fix, not the agent's score
+        fail(f"{exc} (stopped; what is stored is kept: `lineage resume {run_dir}`)")
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         console.print(f"[yellow]interrupted; continue with: lineage resume {run_dir}[/yellow]")
         raise typer.Exit(130) from None
@@ -100,13 +111,27 @@ def _go(cfg, run_dir: Path, console: Console) -> None:
                 *(f"{row[s]:.3f}" if s in row else "-" for s in splits),
             )
         Console().print(table)
+    if summary.heldout_difference is not None:
+        d = summary.heldout_difference
+        if summary.best_id == summary.base_id:
+            Console().print(
+                "best by dev is the base: no node beat it task by task on dev (see "
+                "[selection] frontier_alpha)",
+                highlight=False,
+            )
+        else:
+            Console().print(
+                f"held-out, {summary.best_id} minus base: {d.describe()}, 95% paired bootstrap",
+                highlight=False,
+            )
 
 
 def status(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory.")],
+    run_dir: Annotated[Path, typer.Argument(help="A run directory.", callback=absolute)],
 ) -> None:
     """Nodes by operator and status, best scores per split, budget spent."""
     from agent.loop.config import ConfigError, load_saved
+    from agent.loop.frontier import frontier
     from agent.loop.loop import Spent
     from archive import Archive, ArchiveError
 
@@ -116,8 +141,11 @@ def status(
     except (ConfigError, ArchiveError) as exc:
         raise fail(str(exc)) from None
     out = Console()
+    if not out.is_terminal:  # piped or logged: rich's 80 columns would fold every table
+        out = Console(width=max(out.width, 132))
     with archive:
         nodes = list(archive.nodes())
+        best_id, steps = frontier(archive, cfg.selection.frontier_alpha)
     counts: dict[tuple[str, str], int] = {}
     best: dict[str, tuple[float, int, str]] = {}
     for n in nodes:
@@ -133,6 +161,10 @@ def status(
     for op in sorted({o for o, _ in counts}):
         table.add_row(op, *(str(counts.get((op, s), 0)) for s in statuses))
     out.print(table)
+    out.print(nodes_table(nodes))
+    out.print(f"best by dev (the frontier): {best_id}", highlight=False)
+    for step in steps:
+        out.print(f"  {step.node} beat {step.against} on dev: {step.difference.describe()}")
     scores = Table(title="best score per split")
     for col in ("split", "score", "n", "node"):
         scores.add_column(col)
@@ -150,3 +182,54 @@ def status(
     budget.add_row("generated tokens", str(spent.generated_tokens), str(b.generated_tokens))
     budget.add_row("sandbox (s)", f"{spent.sandbox_s:.0f}", str(b.sandbox_s))
     out.print(budget)
+
+
+NODES_SHOWN = 40  # the newest; `lineage graph` draws them all
+SPLITS = ("train", "dev", "heldout")  # n per split is in the "best score per split" table
+
+
+def nodes_table(nodes: list) -> Table:
+    """One row per node: scores, wrong answers apart from agent errors (no program at all),
+    and why a failed node failed."""
+    from agent.loop.frontier import ROOT_ID, results
+    from archive.view import outcome_totals
+    from evaluators.stats import paired_on_shared, wilson_interval
+
+    base = next((results(n, "dev") for n in nodes if n.id == ROOT_ID), {})
+    shown = nodes[-NODES_SHOWN:]
+    title = (
+        "nodes" if len(shown) == len(nodes) else f"the newest {len(shown)} of {len(nodes)} nodes"
+    )
+    table = Table(title=title)
+    for col in ("node", "operator", "status", "train", "dev", "heldout", "wrong", "agent errors"):
+        table.add_column(
+            col, justify="right" if col not in ("node", "operator", "status") else "left"
+        )
+    table.add_column("dev 95%", justify="right")
+    table.add_column("dev vs base, paired", justify="right")
+    table.add_column("failure reason", overflow="fold")
+    for n in shown:
+        totals = outcome_totals(n)
+        scores = [f"{n.scores[s].score:.3f}" if s in n.scores else "-" for s in SPLITS]
+        counts = [str(totals[k]) if k in totals else "-" for k in ("wrong", "agent_error")]
+        dev = n.scores.get("dev")
+        interval = "-"
+        if dev is not None and dev.n:
+            low, high = wilson_interval(round(dev.score * dev.n), dev.n)
+            interval = f"[{low:.2f}, {high:.2f}]"
+        mine = results(n, "dev")
+        paired = "-"
+        if n.id != ROOT_ID and mine and base:
+            d = paired_on_shared(base, mine)
+            paired = f"{d.diff:+.3f} [{d.low:+.2f}, {d.high:+.2f}] p={d.p_greater:.2g}"
+        table.add_row(
+            n.id,
+            n.operator,
+            str(n.status),
+            *scores,
+            *counts,
+            interval,
+            paired,
+            (n.failure_reason or "")[:160],
+        )
+    return table

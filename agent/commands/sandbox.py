@@ -35,40 +35,54 @@ def clean(
     typer.echo(f"removed {remove_stale_images()} outdated image(s)")
 
 
+START_MODES = ("fork", "exec")
+
+
 @app.command()
 def selftest(
     image: str = typer.Option(None, help="Test this sandbox image instead of ours."),
+    start: str = typer.Option(
+        "both", help="How candidates start: fork (from a zygote), exec, or both in turn."
+    ),
 ) -> None:
     """Run the adversarial suite against the real engine; exit 1 on any failure."""
     from rich.console import Console
     from rich.table import Table
 
+    from agent.commands.errors import fail
     from sandbox import SandboxConfig, SandboxPool
     from sandbox.selftest import ATTACKS, run_attacks
 
+    if start not in (*START_MODES, "both"):
+        raise fail(f"--start must be fork, exec or both, got {start!r}")
+    modes = START_MODES if start == "both" else (start,)
     console = Console()
     table = Table(title="sandbox selftest: each attack, then a canary on the same container")
-    for column in ("attack", "verdict", "seconds", "canary", "result"):
+    for column in ("start", "attack", "verdict", "seconds", "canary", "result"):
         table.add_column(column)
-    with SandboxPool(SandboxConfig(workers=1), image=image) as pool, console.status("") as status:
-        done = 0
+    results = []
+    for mode in modes:
+        config = SandboxConfig(workers=1, candidate_start=mode)
+        with SandboxPool(config, image=image) as pool, console.status("") as status:
+            done = 0
 
-        def show(result) -> None:
-            nonlocal done
-            done += 1
-            status.update(f"attack {done}/{len(ATTACKS)}: {result.attack.name}")
-            table.add_row(
-                result.attack.name,
-                result.verdict.status.value,
-                f"{result.verdict.duration_s:.2f}",
-                result.canary.status.value,
-                "[green]ok[/]" if result.ok else f"[red]FAIL: {result.problem}[/]",
-            )
+            def show(result, mode=mode) -> None:
+                nonlocal done
+                done += 1
+                status.update(f"{mode} start, attack {done}/{len(ATTACKS)}: {result.attack.name}")
+                table.add_row(
+                    mode,
+                    result.attack.name,
+                    result.verdict.status.value,
+                    f"{result.verdict.duration_s:.2f}",
+                    result.canary.status.value,
+                    "[green]ok[/]" if result.ok else f"[red]FAIL: {result.problem}[/]",
+                )
 
-        results = run_attacks(pool, on_result=show)
+            results += run_attacks(pool, on_result=show)
     console.print(table)
     failed = [r for r in results if not r.ok]
     if failed:
-        console.print(f"[red]{len(failed)} of {len(results)} attacks got through[/]")
+        console.print(f"[red]{len(failed)} of {len(results)} attack runs got through[/]")
         raise typer.Exit(1)
-    console.print(f"[green]all {len(results)} attacks contained[/]")
+    console.print(f"[green]all {len(ATTACKS)} attacks contained ({' and '.join(modes)} start)[/]")

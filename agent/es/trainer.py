@@ -19,7 +19,7 @@ from agent.es.eggroll import EggRoll, Population
 from agent.es.record import EsRecord
 from agent.policy.backend import GenerationConfig, PolicyBackend
 from agent.policy.prompts import COMPLETION_STOPS, completion_prompt
-from evaluators.rewards import RewardConfig, reward
+from evaluators.rewards import RewardConfig, fitness, reward
 from evaluators.scoring import Candidate, score
 from evaluators.task import Task
 from evaluators.timeouts import JobRunner
@@ -48,7 +48,7 @@ class EsTrainerConfig:
 class StepResult:
     record: EsRecord
     tasks: list[str]
-    rewards: list[list[float]]  # members x tasks, the ES fitness (total reward)
+    rewards: list[list[float]]  # members x tasks, the ES fitness (total reward; worst on infra)
     correctness: float  # mean correctness over members and tasks (no format component)
     pass_rate: float  # share of (member, task) pairs that fully passed
     tokens: int
@@ -64,7 +64,8 @@ class Evaluated:
     verdicts: list[Verdict]
     tokens: int
     generate_s: float  # wall time of generation (and of scoring, where it overlaps generation)
-    score_s: float  # time spent scoring: wall time, or sandbox seconds where it overlaps
+    score_s: float  # time spent in the sandbox: wall time, or container seconds (agent jobs
+    # and scoring) where it overlaps generation
 
 
 class PopulationEvaluator(Protocol):
@@ -160,27 +161,17 @@ class EsTrainer:
         evaluated = self.evaluator(population, tasks)
         rewards_flat = [reward(v, self.config.reward) for v in evaluated.verdicts]
         infra = sum(r is None for r in rewards_flat)
-        matrix = [[rewards_flat[m * t + j] for j in range(t)] for m in range(n)]
-        fitness = [[_fill(matrix, m, j) for j in range(t)] for m in range(n)]
-        record = self.es.tell(population, fitness, parent=parent)
-        known = [r for r in rewards_flat if r is not None]
+        scores = [[fitness(rewards_flat[m * t + j]) for j in range(t)] for m in range(n)]
+        record = self.es.tell(population, scores, parent=parent)
+        known = [r for r in rewards_flat if r is not None]  # infra errors count as 0 below
         return StepResult(
             record=record,
             tasks=[task.task_id for task in tasks],
-            rewards=fitness,
-            correctness=sum(r.correctness for r in known) / max(len(known), 1),
-            pass_rate=sum(r.passed for r in known) / max(len(known), 1),
+            rewards=scores,
+            correctness=sum(r.correctness for r in known) / max(len(rewards_flat), 1),
+            pass_rate=sum(r.passed for r in known) / max(len(rewards_flat), 1),
             tokens=evaluated.tokens,
             generate_s=evaluated.generate_s,
             score_s=evaluated.score_s,
             infra_errors=infra,
         )
-
-
-def _fill(matrix, member: int, task: int) -> float:
-    """A reward lost to an infra error takes its task's mean: it must carry no signal either way."""
-    r = matrix[member][task]
-    if r is not None:
-        return r.total
-    column = [row[task].total for row in matrix if row[task] is not None]
-    return sum(column) / len(column) if column else 0.0

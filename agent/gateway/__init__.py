@@ -5,6 +5,7 @@ from agent.gateway.batcher import GatewayClosed
 from agent.gateway.chat import ChatTemplate, tokenizer_chat_template
 from agent.gateway.config import Budget, ExternalEndpoint, GatewayConfig
 from agent.gateway.gateway import SOCKET_NAME, Gateway
+from agent.gateway.meter import PromptMeter
 from agent.gateway.session import CallRecord, SessionRecord
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "Gateway",
     "GatewayClosed",
     "GatewayConfig",
+    "PromptMeter",
     "SessionRecord",
     "tokenizer_chat_template",
 ]

@@ -18,17 +18,8 @@ from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 from agent.gateway.protocol import Decoding
-from agent.policy.backend import Generation, GenerationConfig, PolicyBackend
+from agent.policy.backend import GenerationConfig, PolicyBackend
 from agent.policy.lowrank import PopulationPerturbation
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """A job's generations (one per row) and its rows' prompt tokens, counted here because only
-    this thread may touch the backend (its tokenizer included)."""
-
-    generations: list[Generation]
-    prompt_tokens: int
 
 
 class GatewayClosed(RuntimeError):
@@ -98,7 +89,7 @@ class Batcher:
             return self._population
 
     def submit(self, rows: Sequence[str], decoding: Decoding, member: int) -> Future:
-        """Queue rows; the future yields a `JobResult`, or raises `GatewayClosed`."""
+        """Queue rows; the future yields their generations, or raises `GatewayClosed`."""
         if not 1 <= len(rows) <= self.max_rows:
             raise ValueError(f"a job needs 1 to {self.max_rows} rows, got {len(rows)}")
         job = Job(list(rows), decoding, member)
@@ -209,13 +200,8 @@ class Batcher:
         start = 0
         for job in group:
             rows = generations[start : start + len(job.rows)]
-            resolve(job.future, JobResult(rows, sum(self._count_tokens(p) for p in job.rows)))
+            resolve(job.future, rows)
             start += len(job.rows)
-
-    def _count_tokens(self, text: str) -> int:
-        """Prompt tokens for `usage`, where the backend exposes its tokenizer (else 0)."""
-        tokenizer = getattr(self.backend, "tokenizer", None)
-        return 0 if tokenizer is None else len(tokenizer(text)["input_ids"])
 
     @staticmethod
     def _member_problem(member: int, population: PopulationPerturbation | None) -> str | None:

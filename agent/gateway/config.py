@@ -21,6 +21,26 @@ class GatewayConfig:
     - `max_tokens_cap`: no call generates more tokens per row than this.
     - `default_max_tokens`: per-row tokens when a request names no `max_tokens`.
     - `model_name`: the local policy's name in `/v1/models` and in responses.
+
+    What one agent can make the gateway hold (every agent is untrusted; the bounds keep the host's
+    memory and threads, and the other sessions' service, safe from any one of them):
+
+    - `max_body_bytes` (1 MiB): a request announcing a longer body is answered 413 before any of
+      it is read. A prompt filling a 32k-token context is about 130 KB.
+    - `max_header_bytes` (16 KiB): request line and headers together; over it, 431.
+    - `header_timeout_s` (5 s): a connection whose request line and headers have not all arrived
+      this long after it opened (or after its previous answer) is dropped.
+    - `body_timeout_s` (10 s): the same for the body, counted from the end of the headers, and for
+      writing the answer to a client that does not read it.
+    - `max_connections` (256): open connections in all, one handler thread each. At the cap, a
+      new connection evicts the oldest one still waiting for its headers (a half-sent request);
+      with none to evict it is answered 503 `overloaded` at once, without a thread.
+    - `max_session_calls` (16): requests of one session past their headers at once (receiving
+      the body, generating, answering); more are answered 503 `overloaded`. The session is known
+      only from the token in the headers, so this is what bounds one agent's share of threads,
+      body buffers and tokenizing. The client retries `overloaded` answers with backoff.
+    - `max_refusal_records` (100): refused calls (malformed, over a bound, over budget) kept in
+      the session's record, sizes and reasons only; later ones are only counted.
     """
 
     socket_dir: str | None = None
@@ -29,8 +49,29 @@ class GatewayConfig:
     max_tokens_cap: int = 1024
     default_max_tokens: int = 384
     model_name: str = "lineage-policy"
+    max_body_bytes: int = 1 << 20
+    max_header_bytes: int = 16 << 10
+    header_timeout_s: float = 5.0
+    body_timeout_s: float = 10.0
+    max_connections: int = 256
+    max_session_calls: int = 16
+    max_refusal_records: int = 100
 
     def __post_init__(self) -> None:
+        for name in (
+            "max_body_bytes",
+            "max_header_bytes",
+            "max_connections",
+            "max_session_calls",
+            "max_refusal_records",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GatewayConfig.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("header_timeout_s", "body_timeout_s"):
+            if not 0 < getattr(self, name) <= 3600:
+                raise ValueError(
+                    f"GatewayConfig.{name} must be in (0, 3600], got {getattr(self, name)}"
+                )
         if self.socket_dir is not None and not self.socket_dir:
             raise ValueError("GatewayConfig.socket_dir must be a path or None, got ''")
         if not 0 <= self.batch_window_s <= 10:
@@ -64,19 +105,24 @@ class Budget:
     - `calls`: HTTP calls that generate (completions and chat).
     - `max_tokens_per_call`: a call asking for more tokens per row gets this many (a run-away
       completion holds the whole batch it decodes in).
+    - `prompt_tokens`: prompt tokens over all calls, each row counted (a prompt with n=4 is
+      prefilled four times). Separate from `tokens`, which callers size for generation (a
+      diagnosis call's prompt alone is longer than its 256 generated tokens). Every prompt is also
+      capped by the model's context, whatever the budget.
     """
 
     tokens: int | None = None
     seconds: float | None = None
     calls: int | None = None
     max_tokens_per_call: int | None = None  # per-row cap on any one call's max_tokens
+    prompt_tokens: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_tokens_per_call is not None and self.max_tokens_per_call < 1:
             raise ValueError(
                 f"Budget.max_tokens_per_call must be >= 1 or None, got {self.max_tokens_per_call!r}"
             )
-        for name in ("tokens", "seconds", "calls"):
+        for name in ("tokens", "seconds", "calls", "prompt_tokens"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or value < 0):
                 raise ValueError(f"Budget.{name} must be >= 0 or None, got {value!r}")

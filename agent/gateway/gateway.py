@@ -11,6 +11,11 @@ exactly in fp32). Sampled ones with a `seed` repeat only for the same batch (the
 one random stream per batch); without a seed each batch gets a fresh one. The time budget is
 checked when a call is admitted, not during it.
 
+A request is judged by its head before its body is read: route, token, size, and the session's
+requests in flight (`GatewayConfig`'s bounds; the server bounds connections and waits). Its
+prompts are then counted (`PromptMeter`), capped by the model's context and charged to the
+session's prompt budget before anything generates.
+
     with Gateway(backend, GatewayConfig(), chat_template) as gateway:
         token = gateway.open_session("task-17", Budget(tokens=20_000, calls=50), member=3)
         ...  # run the scaffold in a container with gateway.socket_path's folder mounted
@@ -35,6 +40,7 @@ from agent.gateway.batcher import Batcher, GatewayClosed, resolve
 from agent.gateway.chat import ChatTemplate
 from agent.gateway.config import Budget, ExternalEndpoint, GatewayConfig
 from agent.gateway.external import forward
+from agent.gateway.meter import PromptMeter
 from agent.gateway.protocol import (
     ApiError,
     Outcome,
@@ -45,7 +51,7 @@ from agent.gateway.protocol import (
     parse_json,
     response_body,
 )
-from agent.gateway.server import UnixHTTPServer
+from agent.gateway.server import Answer, Call, Head, UnixHTTPServer, overloaded
 from agent.gateway.session import CallRecord, Session, SessionRecord
 from agent.policy.backend import Generation, PolicyBackend
 from agent.policy.lowrank import PopulationPerturbation
@@ -77,10 +83,14 @@ class Gateway:
         backend: PolicyBackend,
         config: GatewayConfig | None = None,
         chat_template: ChatTemplate | None = None,
+        meter: PromptMeter | None = None,
     ) -> None:
+        """`meter` counts prompt tokens and knows the context; by default the backend's own
+        (pass the model's where the backend is remote, e.g. Ray replicas)."""
         self.config = config or GatewayConfig()
         self.backend = backend
         self.chat_template = chat_template
+        self.meter = meter or PromptMeter.of(backend)
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._external: set[Future] = set()
@@ -113,7 +123,7 @@ class Gateway:
         )
         self._batcher.start()
         try:
-            self._server = UnixHTTPServer(self.socket_path, self._handle)
+            self._server = UnixHTTPServer(self.socket_path, self._begin, self.config)
         except BaseException:
             self._batcher.stop()
             raise
@@ -183,7 +193,9 @@ class Gateway:
         with self._lock:
             if self._closed:
                 raise RuntimeError("the gateway is closed")
-            self._sessions[token] = Session(label, budget, member, external, api_key)
+            self._sessions[token] = Session(
+                label, budget, member, external, api_key, self.config.max_refusal_records
+            )
         return token
 
     def close_session(self, token: str) -> SessionRecord:
@@ -200,7 +212,8 @@ class Gateway:
         self._batcher.set_population(perturbation)
 
     def usage(self) -> dict[str, int]:
-        """Totals since start: generating calls answered, tokens generated, backend batches."""
+        """Totals since start: generating calls answered, tokens generated, backend batches,
+        and the connections open now and cut off or refused at the cap."""
         with self._lock:
             calls, tokens, sessions = self._calls, self._tokens, len(self._sessions)
         return {
@@ -209,45 +222,48 @@ class Gateway:
             "batches": self._batcher.batches,
             "rows": self._batcher.rows,
             "open_sessions": sessions,
+            "connections": self._server.connections(),
+            "connections_evicted": self._server.evicted,
+            "connections_refused": self._server.refused,
         }
 
     # -- requests --------------------------------------------------------------------------
-    def _handle(
-        self, method: str, path: str, authorization: str | None, raw: bytes
-    ) -> tuple[int, dict[str, Any]]:
-        """The app behind the HTTP server: route, authenticate, and answer one request."""
+    def _begin(self, head: Head) -> Answer | Call:
+        """The app behind the HTTP server, shown a request's head: an answer at once (an error,
+        or the models list), or the call that takes its body."""
         try:
-            return 200, self._route(method, path, authorization, raw)
+            allowed = ROUTES.get(head.path)
+            if allowed is None:
+                raise ApiError(
+                    404, f"no endpoint {head.path}; this gateway serves {', '.join(ROUTES)}"
+                )
+            if head.method != allowed:
+                raise ApiError(405, f"{head.path} takes {allowed}, not {head.method}")
+            session = self._authenticate(head.authorization)
         except ApiError as exc:
             return exc.status, exc.body()
-        except Exception as exc:  # a bug here must not kill the handler thread silently
-            return 500, ApiError(500, f"gateway error: {exc!r}", type="server_error").body()
-
-    def _route(
-        self, method: str, path: str, authorization: str | None, raw: bytes
-    ) -> dict[str, Any]:
-        allowed = ROUTES.get(path)
-        if allowed is None:
-            raise ApiError(404, f"no endpoint {path}; this gateway serves {', '.join(ROUTES)}")
-        if method != allowed:
-            raise ApiError(405, f"{path} takes {allowed}, not {method}")
-        session = self._authenticate(authorization)
         model = session.external.model if session.external else self.config.model_name
-        if path == "/v1/models":
-            return models_body(model)
-        return self._call(session, path.removeprefix("/v1/"), raw, model)
+        if head.path == "/v1/models":
+            return 200, models_body(model)
+        endpoint = head.path.removeprefix("/v1/")
+        limit = self.config.max_body_bytes
+        if head.length > limit:
+            reason = f"body of {head.length} bytes is over this gateway's limit of {limit}"
+            session.refuse(CallRecord(endpoint, {}, error=reason, body_bytes=head.length))
+            return 413, ApiError(413, reason).body()
+        if not session.enter(self.config.max_session_calls):
+            reason = (
+                f"this session has {self.config.max_session_calls} requests in flight, the "
+                "most it may; retry when one is answered"
+            )
+            session.refuse(CallRecord(endpoint, {}, error=reason, body_bytes=head.length))
+            return overloaded(reason)
+        return _SessionCall(self, session, endpoint, model, head.length)
 
     def _call(self, session: Session, endpoint: str, raw: bytes, model: str) -> dict[str, Any]:
-        """One generating call: parse, admit against the budget, generate, record, answer."""
+        """One generating call: parse, count the prompts, admit against the budget, generate,
+        record, answer. A refused call is recorded by its size and reason only."""
         started = time.monotonic()
-        body: dict[str, Any] = {"unparsed": raw[:4096].decode("utf-8", "replace")}
-        prompts: list[str] = []
-
-        def failed(message: str) -> CallRecord:
-            return CallRecord(
-                endpoint, body, prompts, error=message, seconds=time.monotonic() - started
-            )
-
         try:
             body = parse_json(raw)
             parse = parse_completion if endpoint == "completions" else parse_chat
@@ -260,34 +276,79 @@ class Gateway:
                     param="n",
                 )
             prompts = self._prompts(request, session)
+            prompt_tokens, room = self._measure(request, session, prompts)
             max_tokens = session.admit(
-                request.rows, request.decoding.max_tokens, self.config.max_tokens_cap
+                request.rows,
+                request.decoding.max_tokens,
+                min(self.config.max_tokens_cap, room),
+                prompt_tokens,
             )
         except ApiError as exc:
-            session.record(failed(exc.message))
-            raise
-        record = failed("interrupted")
-        try:
-            outcome = self._generate(session, request, prompts, max_tokens)
-            seconds = time.monotonic() - started
-            record = CallRecord(
-                endpoint, body, prompts, outcome.texts, outcome.completion_tokens, seconds
+            session.refuse(
+                CallRecord(
+                    endpoint,
+                    {},
+                    error=exc.message,
+                    seconds=time.monotonic() - started,
+                    body_bytes=len(raw),
+                )
             )
+            raise
+
+        def record(outcome: Outcome | None = None, error: str | None = None) -> CallRecord:
+            texts, tokens = (outcome.texts, outcome.completion_tokens) if outcome else ([], 0)
+            seconds = time.monotonic() - started
+            return CallRecord(
+                endpoint, body, prompts, texts, tokens, seconds, error, len(raw), prompt_tokens
+            )
+
+        done = record(error="interrupted")
+        try:
+            outcome = self._generate(session, request, prompts, max_tokens, prompt_tokens)
+            done = record(outcome)
         except GatewayClosed as exc:
-            record = failed(str(exc))
+            done = record(error=str(exc))
             raise ApiError(503, str(exc), type="server_error") from None
         except ApiError as exc:
-            record = failed(exc.message)
+            done = record(error=exc.message)
             raise
         except Exception as exc:
-            record = failed(f"generation failed: {exc!r}")
+            done = record(error=f"generation failed: {exc!r}")
             raise ApiError(500, f"generation failed: {exc}", type="server_error") from None
         finally:
-            session.settle(request.rows * max_tokens, record)
+            session.settle(request.rows * max_tokens, done)
         with self._lock:
             self._calls += 1
             self._tokens += outcome.completion_tokens
         return response_body(request, outcome, model)
+
+    def _measure(self, request: Request, session: Session, prompts: list[str]) -> tuple[int, int]:
+        """(prompt tokens of all rows, tokens each row may still generate in the context). A
+        prompt over the context is a 400; over the prompt budget, `admit` refuses it. A prompt
+        whose length alone shows it is over either is not tokenized (see `PromptMeter`)."""
+        # An external chat is rendered by the endpoint: its messages stand in for the prompt,
+        # and the endpoint (its own context unknown here) enforces its context itself.
+        texts = prompts or ["".join(m["content"] for m in request.messages)]
+        context = None if session.external else self.meter.context_tokens
+        budget = session.prompt_tokens_left()
+        per_row = None if budget is None else budget // request.n
+        limit = min((x for x in (per_row, context and context - 1) if x is not None), default=None)
+        try:
+            counts = [self.meter.count(text, limit) for text in texts]
+        except Exception as exc:  # e.g. a lone surrogate the tokenizer cannot encode
+            param = "prompt" if request.kind == "completion" else "messages"
+            raise ApiError(400, f"the tokenizer rejected the prompt: {exc}", param=param) from None
+        longest = max(counts)
+        if context is not None and longest >= context:
+            raise ApiError(
+                400,
+                f"the prompt needs at least {longest} tokens; the model's context is {context} "
+                "tokens, prompt and completion together",
+                param="prompt" if request.kind == "completion" else "messages",
+                code="context_length_exceeded",
+            )
+        room = self.config.max_tokens_cap if context is None else context - longest
+        return sum(counts) * request.n, room
 
     def _authenticate(self, authorization: str | None) -> Session:
         scheme, _, token = (authorization or "").partition(" ")
@@ -330,14 +391,19 @@ class Gateway:
         return [prompt]
 
     def _generate(
-        self, session: Session, request: Request, prompts: list[str], max_tokens: int
+        self,
+        session: Session,
+        request: Request,
+        prompts: list[str],
+        max_tokens: int,
+        prompt_tokens: int,
     ) -> Outcome:
         if session.external is not None:
             return self._forward(session, request, max_tokens)
         decoding = dataclasses.replace(request.decoding, max_tokens=max_tokens)
         rows = [p for p in prompts for _ in range(request.n)]
-        result = self._batcher.submit(rows, decoding, session.member).result()
-        return outcome_of(result.generations, result.prompt_tokens)
+        generations = self._batcher.submit(rows, decoding, session.member).result()
+        return outcome_of(generations, prompt_tokens)
 
     def _forward(self, session: Session, request: Request, max_tokens: int) -> Outcome:
         """Run the external call in its own thread, so that `close()` can answer it 503 at once;
@@ -364,3 +430,28 @@ class Gateway:
         finally:
             with self._lock:
                 self._external.discard(future)
+
+
+class _SessionCall:
+    """A request admitted from its head: it holds one of its session's places in flight until
+    its body is answered or abandoned (the server calls exactly one of the two)."""
+
+    def __init__(
+        self, gateway: Gateway, session: Session, endpoint: str, model: str, length: int
+    ) -> None:
+        self.gateway, self.session, self.endpoint = gateway, session, endpoint
+        self.model, self.length = model, length
+
+    def __call__(self, body: bytes) -> Answer:
+        try:
+            return 200, self.gateway._call(self.session, self.endpoint, body, self.model)
+        except ApiError as exc:
+            return exc.status, exc.body()
+        except Exception as exc:  # a bug here must not kill the handler thread silently
+            return 500, ApiError(500, f"gateway error: {exc!r}", type="server_error").body()
+        finally:
+            self.session.leave()
+
+    def abandon(self, reason: str) -> None:
+        self.session.refuse(CallRecord(self.endpoint, {}, error=reason, body_bytes=self.length))
+        self.session.leave()

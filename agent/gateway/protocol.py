@@ -97,6 +97,8 @@ def parse_json(raw: bytes) -> dict[str, Any]:
         body = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ApiError(400, f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "body is not valid JSON: nested too deeply to parse") from None
     if not isinstance(body, dict):
         raise ApiError(400, f"body must be a JSON object, got {type(body).__name__}")
     return body

@@ -19,7 +19,9 @@ class ConfigError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # TOML has inf and nan; no setting means either (an infinite wall_s overflows later), so
+    # every float key of every section refuses them at load.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSection(Section):
@@ -136,6 +138,9 @@ class SandboxSection(Section):
 class SelectionSection(Section):
     strategy: str = "score_child_prop"
     split: Literal["train", "dev"] = "train"
+    # The run's answer (the best node by dev) moves off the base only to a node that beats it
+    # task by task on dev with McNemar's one-sided p at most this (agent/loop/frontier.py).
+    frontier_alpha: float = Field(0.05, gt=0, le=1)
 
 
 class ReportSection(Section):

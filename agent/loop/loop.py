@@ -20,32 +20,60 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from agent.loop.config import ConfigError
-from agent.loop.evaluation import evaluate, run_tasks, scaffold_files
+from agent.loop.evaluation import (
+    GatewayDown,
+    InfraError,
+    NoProgram,
+    evaluate,
+    run_tasks,
+    scaffold_files,
+)
 from agent.loop.events import EventLog
+from agent.loop.frontier import HELDOUT_KEY, ROOT_ID, frontier, results
 from agent.loop.operators import Child, both, choose_operator, es_step, scaffold_edit
 from agent.loop.runtime import Runtime, model_hash
-from agent.scaffold.repo import seed_files
-from archive import Archive, Score, Status
+from agent.scaffold.repo import ScaffoldError, seed_files
+from archive import Archive, Score, Status, UnsafeScaffoldError
 from evaluators.samples import write_atomically
+from evaluators.stats import PairedDifference, paired_on_shared
 
-ROOT_ID = "n0000"
+INFRA_STREAK_MAX = 3  # children in a row lost to sandbox failures: the sandbox is broken, stop
 
 
-def best_by_dev(archive: Archive) -> str:
-    """The run's answer: the evaluated node with the best dev score (ties: train score, then
-    the earlier node); the root when nothing beat it."""
-    best, key = ROOT_ID, None
-    for node in archive.nodes():
-        if node.status is not Status.EVALUATED or "dev" not in node.scores:
-            continue
-        k = (
-            node.scores["dev"].score,
-            node.scores.get("train", Score(0, 0)).score,
-            -node.created_at,
+class SeedScaffoldError(RuntimeError):
+    """The base node's agent produced no program at all. The seed scaffold is Lineage's own code,
+    so this is a broken install or a bug of ours, never a score of 0: the run stops."""
+
+    def __init__(self, cause: NoProgram) -> None:
+        super().__init__(
+            f"the base node's agent (the seed scaffold) produced {cause}. Its code is Lineage's "
+            f"own, so this is not a score: {likely_fix(cause.error)} The base node is kept "
+            "pending."
         )
-        if key is None or k > key:
-            best, key = node.id, k
-    return best
+
+
+def likely_fix(error: str) -> str:
+    """A hint for the errors a broken install gives (the seed itself is tested)."""
+    if "ModuleNotFoundError" in error or "ImportError" in error:
+        return (
+            "the scaffold's files did not reach the agent container, or it lacks a module "
+            "they import; check that `lineage sandbox selftest` passes and that the run "
+            "directory's scaffolds.git is readable."
+        )
+    if "LLM" in error or "gateway" in error or "Connection" in error:
+        return (
+            "the agent could not use the LLM gateway; check that the gateway's socket folder "
+            "can be bind-mounted into containers (Docker must see this machine's /tmp)."
+        )
+    if "timeout" in error.lower() or "timed out" in error.lower():
+        return "the agent ran out of time; raise [solve] wall_s or lower the tasks per job."
+    return "see the error above; `lineage sandbox selftest` checks the sandbox itself."
+
+
+def best_by_dev(archive: Archive, alpha: float = 0.05) -> str:
+    """The run's answer: the dev frontier (agent/loop/frontier.py), i.e. the base unless a node
+    beat it, or the node that beat it, with a paired significant difference on dev."""
+    return frontier(archive, alpha)[0]
 
 
 def node_id_for(iteration: int) -> str:
@@ -80,6 +108,7 @@ class RunSummary:
     base_id: str
     best_id: str
     table: list[dict[str, Any]] = field(default_factory=list)
+    heldout_difference: PairedDifference | None = None  # best minus base, task by task
 
 
 class RichMeter:
@@ -110,6 +139,8 @@ class Loop:
         self.session_base = self.spent.wall_s
         self.stop: str | None = None
         self.gains: dict[str, list[float]] = {}
+        self.infra_streak = 0  # children lost to sandbox failures in a row
+        self.heldout_difference: PairedDifference | None = None  # best minus base, if reported
         self._writer = None
         if rt.config.report.tensorboard:
             try:
@@ -203,7 +234,7 @@ class Loop:
             self._account()
             best = self._best_by_dev()
             self.events.emit("run_stopped", reason=reason, spent=self.spent.__dict__)
-            return RunSummary(self._done(), reason, ROOT_ID, best, table)
+            return RunSummary(self._done(), reason, ROOT_ID, best, table, self.heldout_difference)
         except KeyboardInterrupt:
             self._account()
             self.events.emit("run_interrupted", spent=self.spent.__dict__)
@@ -255,20 +286,56 @@ class Loop:
             parent_train = parent.scores["train"].score if "train" in parent.scores else None
         self._phase(f"evaluating {node_id}")
         self.events.emit("evaluation_started", node=node_id)
-        result = evaluate(self.rt, node_id, parent_train)
+        try:
+            result = evaluate(self.rt, node_id, parent_train)
+        except NoProgram as exc:
+            if node_id == ROOT_ID:
+                self.events.emit("agent_error", node=node_id, error=str(exc))
+                raise SeedScaffoldError(exc) from exc
+            self._fail(node_id, "agent_error", f"agent error: {exc}")
+            return
+        except InfraError as exc:
+            self.infra_streak += 1
+            self.events.emit("infra_error", node=node_id, error=str(exc))
+            if isinstance(exc, GatewayDown) or node_id == ROOT_ID:
+                raise
+            if self.infra_streak >= INFRA_STREAK_MAX:
+                raise InfraError(
+                    f"{self.infra_streak} children in a row hit sandbox infrastructure errors; "
+                    f"the last: {exc}"
+                ) from exc
+            self._fail(node_id, "infra", f"infrastructure error (no score): {exc}")
+            return
+        except (ScaffoldError, UnsafeScaffoldError) as exc:  # fails the same way every time
+            self._fail(node_id, "unreadable", f"cannot be evaluated: {exc}")
+            return
+        self.infra_streak = 0
         archive.update_metadata(node_id, result.metadata)
         archive.record_scores(node_id, result.scores, cost=result.cost)
+        outcomes = result.metadata.get("outcomes", {})
         self.events.emit(
             "node_evaluated",
             node=node_id,
             scores={k: v.to_json() for k, v in result.scores.items()},
+            outcomes=outcomes,
             tokens=result.cost.generated_tokens,
         )
+        errors = {split: o["agent_error"] for split, o in outcomes.items() if o["agent_error"]}
+        if errors:
+            first = next(
+                (f["detail"] for f in result.metadata["failures"] if not f["program"].strip()), ""
+            )
+            self.events.emit("agent_error", node=node_id, tasks=errors, error=first)
         if self._writer is not None:
             self._write_scalars(int(node.metadata.get("iteration", 0)), result.scores)
         if parent_train is not None and "train" in result.scores:
             gain = result.scores["train"].score - parent_train
             self.gains.setdefault(node.operator, []).append(gain)
+
+    def _fail(self, node_id: str, kind: str, reason: str) -> None:
+        """A child that cannot be scored: failed with its reason (never a score of 0)."""
+        self.rt.archive.set_status(node_id, Status.FAILED, reason=reason[:2000])
+        self.events.emit("node_failed", node=node_id, kind=kind, reason=reason[:2000])
 
     def _write_scalars(self, step: int, scores: dict[str, Score]) -> None:
         """TensorBoard: this node's scores, the best so far per split, and the budget spent."""
@@ -311,8 +378,9 @@ class Loop:
 
     def _store(self, node_id: str, parent_id: str, iteration: int, child: Child) -> None:
         metadata = child.metadata | {"iteration": iteration}
-        status, reason = (Status.FAILED, child.failure) if child.failure else (Status.PENDING, None)
-        try:
+
+        def add(child: Child) -> None:
+            status = Status.FAILED if child.failure else Status.PENDING
             self.rt.archive.add_child(
                 parent_id,
                 child.operator,
@@ -321,11 +389,18 @@ class Loop:
                 checkpoint=child.checkpoint if not child.failure else None,
                 node_id=node_id,
                 status=status,
-                failure_reason=reason,
+                failure_reason=child.failure,
                 cost=child.cost,
                 metadata=metadata,
                 message=f"{child.operator} {node_id} from {parent_id}",
             )
+
+        try:
+            try:
+                add(child)
+            except UnsafeScaffoldError as exc:  # the archive's own check of the files: no child
+                child.failure = f"scaffold refused by the archive: {exc}"[:2000]
+                add(child)
         finally:
             if child.checkpoint is not None:  # the archive keeps its own copy
                 child.checkpoint.unlink(missing_ok=True)
@@ -334,17 +409,18 @@ class Loop:
             node=node_id,
             parent=parent_id,
             operator=child.operator,
-            status=str(status),
+            status=str(Status.FAILED if child.failure else Status.PENDING),
             failure=child.failure,
             checkpoint=child.checkpoint is not None and not child.failure,
         )
 
     # ---- reporting ---------------------------------------------------------------------------
     def _best_by_dev(self) -> str:
-        return best_by_dev(self.rt.archive)
+        return best_by_dev(self.rt.archive, self.rt.config.selection.frontier_alpha)
 
     def _report_heldout(self) -> list[dict[str, Any]]:
-        """Base and best-by-dev on the held-out split (reporting only: never read by selection)."""
+        """Base and best-by-dev on the held-out split (reporting only: never read by selection),
+        and how sure their difference is, task by task (`self.heldout_difference`)."""
         archive = self.rt.archive
         rows = []
         for label, node_id in (("base", ROOT_ID), ("best", self._best_by_dev())):
@@ -353,6 +429,7 @@ class Loop:
                 self._phase(f"held-out: {node_id}")
                 files = scaffold_files(archive, node_id)
                 judged = run_tasks(self.rt, node_id, files, self.rt.tasks.heldout, "heldout")
+                archive.update_metadata(node_id, {HELDOUT_KEY: judged.per_task})
                 archive.record_scores(node_id, {"heldout": judged.score}, status=None)
                 self.events.emit("heldout", node=node_id, score=judged.score.to_json())
                 node = archive.get(node_id)
@@ -363,5 +440,15 @@ class Loop:
                     "operator": node.operator,
                     **{k: v.score for k, v in node.scores.items()},
                 }
+            )
+        base, best = (archive.get(row["id"]) for row in rows)
+        mine, theirs = results(best, "heldout"), results(base, "heldout")
+        self.heldout_difference = paired_on_shared(theirs, mine) if mine and theirs else None
+        if self.heldout_difference is not None:
+            self.events.emit(
+                "heldout_difference",
+                base=base.id,
+                best=best.id,
+                difference=self.heldout_difference.to_json(),
             )
         return rows

@@ -69,7 +69,7 @@ class ScaffoldEvaluator:
             verdicts,
             judged.tokens,
             time.perf_counter() - started,  # scoring ran alongside, inside this time
-            sum(v.duration_s for v in verdicts if v is not None),
+            judged.agent_s + sum(v.duration_s for v in verdicts if v is not None),
         )
 
 

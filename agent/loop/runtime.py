@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agent.es.chain_weights import ChainWeights
 from agent.es.checkpoint import Checkpoint, save_checkpoint
-from agent.gateway import Gateway, GatewayConfig, tokenizer_chat_template
+from agent.gateway import Gateway, GatewayConfig, PromptMeter, tokenizer_chat_template
 from agent.loop.config import RunConfig
 from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
 from agent.scaffold.solving import Meter
@@ -100,6 +100,7 @@ class Runtime:
                     generator,
                     GatewayConfig(),
                     chat_template=tokenizer_chat_template(self.backend.tokenizer),
+                    meter=PromptMeter.of(self.backend),  # the replicas' model, counted here
                 )
             )
             self.agent_pool = self._stack.enter_context(

@@ -8,7 +8,6 @@ exhausted budget) ends as a `Proposal` with `failure` set, never as an exception
 
 from __future__ import annotations
 
-import ast
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,8 @@ from agent.scaffold.jobs import PROTECTED_PATHS, improve_job, selftest_job
 from agent.scaffold.llm_client import LLM, LLMError
 from agent.scaffold.repo import Files, apply_changes, unified_diff
 from agent.scaffold.solving import Attempt
+from agent.scaffold.syntax import syntax_problem
+from archive.paths import MAX_SCAFFOLD_BYTES, path_problem, size_problem, tree_problem
 from evaluators.timeouts import JobRunner
 from sandbox.job import Limits, Status
 
@@ -69,9 +70,21 @@ def pick_failure(attempts: Sequence[Attempt], rng: random.Random) -> Attempt | N
     return rng.choice(failed) if failed else None
 
 
+SETTINGS_FILE = "scaffold/settings.py"  # the seed's knobs; shown when the scaffold has it
+SHOWN_PROGRAM_CHARS = 3000
+
+
+def result_of(failure: Attempt) -> str:
+    detail = failure.verdict.detail if failure.verdict else ""
+    return (detail or failure.error or "failed")[:500]
+
+
 def diagnosis_messages(files: Mapping[str, str], failure: Attempt) -> list[dict[str, str]]:
+    """The failure as the model sees it: the agent's README and knobs, the task (its visible
+    examples included), the agent's answer and how the tests judged it."""
     readme = files.get("README.md", "")
-    detail = failure.verdict.detail if failure.verdict else (failure.error or "")
+    knobs = files.get(SETTINGS_FILE)
+    shown_knobs = f"\n\nIts settings ({SETTINGS_FILE}):\n```python\n{knobs}```" if knobs else ""
     return [
         {
             "role": "system",
@@ -80,17 +93,26 @@ def diagnosis_messages(files: Mapping[str, str], failure: Attempt) -> list[dict[
         },
         {
             "role": "user",
-            "content": f"The agent:\n{readme}\n\nTask:\n```python\n{failure.task.prompt}```\n\n"
-            f"The agent's answer:\n```python\n{failure.program or '(none)'}```\n\n"
-            f"Result: {detail or failure.error or 'failed'}\n\n"
+            "content": f"The agent:\n{readme}{shown_knobs}\n\n"
+            f"Task:\n```python\n{failure.task.prompt}```\n\n"
+            f"The agent's answer:\n```python\n"
+            f"{failure.program[:SHOWN_PROGRAM_CHARS] or '(none)'}```\n\n"
+            f"Result: {result_of(failure)}\n\n"
             "Why did it fail, and what change to the agent's files would fix it?",
         },
     ]
 
 
 def problem_statement(failure: Attempt, diagnosis: str) -> str:
+    """What `improve` is given: the failed task whole (prompt, entry point), the agent's answer,
+    the result and the diagnosis, so the agent can try a change on the task's examples."""
     return (
         f"The agent failed task {failure.task.task_id}.\n"
+        f"Task prompt:\n```python\n{failure.task.prompt}```\n"
+        f"Entry point: {failure.task.entry_point}\n"
+        f"The agent's answer:\n```python\n"
+        f"{failure.program[:SHOWN_PROGRAM_CHARS] or '(none)'}```\n"
+        f"Result: {result_of(failure)}\n"
         f"Diagnosis: {diagnosis.strip()}\n"
         "Change the agent so that it solves tasks like this one. Keep `solve(task, llm)` and "
         "`improve(workspace, problem_statement, llm)` working, and keep the tests passing."
@@ -107,25 +129,45 @@ def flags_for(changes: Mapping[str, str | None]) -> list[str]:
     return flags
 
 
-def check_changes(changes: Mapping[str, str | None], protected: Sequence[str]) -> str | None:
-    """Why a set of changes cannot be a child (host-side checks; nothing is executed), or None."""
+def check_changes(
+    changes: Mapping[str, str | None],
+    protected: Sequence[str],
+    files: Mapping[str, str] | None = None,
+) -> str | None:
+    """Why a set of changes cannot be a child (host-side checks; nothing is executed), or None.
+
+    Cheap checks come first and bound the costly one: every path passes the scaffold path
+    policy, every text is UTF-8 within the size caps, and only then are the Python files parsed
+    (in a child process under limits). `files`, the parent's scaffold, lets the result be
+    checked as a whole (a file where a directory is, too many files)."""
     if not changes:
         return "empty diff: improve changed nothing"
     if not isinstance(changes, dict) or not all(isinstance(k, str) for k in changes):
         return "malformed changes from improve"
+    total = 0
+    sources: dict[str, str] = {}
     for rel, text in changes.items():
-        if rel.startswith(("/", "..")) or "/../" in rel or rel.startswith(".git"):
-            return f"path outside the repository: {rel}"
-        if rel in protected:
-            return f"touches a protected path: {rel}"
-        if text is not None and not isinstance(text, str):
+        why = path_problem(rel, protected)
+        if why:
+            return why
+        if text is None:
+            continue
+        if not isinstance(text, str):
             return f"non-text content for {rel}"
-        if text is not None and rel.endswith(".py"):
-            try:
-                ast.parse(text, filename=rel)
-            except SyntaxError as exc:
-                return f"{rel}:{exc.lineno}: syntax error: {exc.msg}"
-    return None
+        try:
+            size = len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            return f"path {rel!a}: not UTF-8 text"
+        total += size
+        why = size_problem(rel, size)
+        if why:
+            return why
+        if total > MAX_SCAFFOLD_BYTES:
+            return f"the changed files hold more than {MAX_SCAFFOLD_BYTES} bytes together"
+        if rel.endswith(".py"):
+            sources[rel] = text
+    why = tree_problem(apply_changes(files or {}, changes))
+    return why or syntax_problem(sources)
 
 
 def propose(
@@ -190,7 +232,7 @@ def propose(
         proposal.failure = f"improve {verdict.status.value}{budget}: {verdict.detail}"[:2000]
         return proposal
     changes = verdict.kept[0]
-    why = check_changes(changes, config.protected)
+    why = check_changes(changes, config.protected, files)
     if why:
         proposal.failure = why
         return proposal

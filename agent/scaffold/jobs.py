@@ -27,7 +27,7 @@ WORKSPACE = "/tmp/workspace"  # the copy that `improve` edits
 PROTECTED_PATHS = (f"{CLIENT_MODULE}.py", f"{SANITIZE_MODULE}.py")
 
 BOOTSTRAP = '''
-import os as _os, sys as _sys, threading as _threading, traceback as _traceback
+import os as _os, stat as _stat, sys as _sys, threading as _threading, traceback as _traceback
 
 _FILES = {files!r}
 _OURS = {ours!r}
@@ -37,7 +37,7 @@ def _write(root, files):
     for rel, text in files.items():
         path = _os.path.join(root, rel)
         _os.makedirs(_os.path.dirname(path), exist_ok=True)
-        with open(path, "w") as f:
+        with open(path, "w", encoding="utf-8", newline="") as f:
             f.write(text)
 
 
@@ -93,19 +93,21 @@ def lineage_improve(problem_statement, token):
     scaffold.improve({workspace!r}, problem_statement, _llm(token))
     changes = {{}}
     seen = set()
-    for root, dirs, names in _os.walk({workspace!r}):
+    for root, dirs, names in _os.walk({workspace!r}):  # links are listed, never followed
         dirs[:] = [d for d in dirs if d not in (".git", "__pycache__")]
-        for name in names:
+        for name in dirs + names:
             path = _os.path.join(root, name)
             rel = _os.path.relpath(path, {workspace!r})
-            if rel.endswith(".pyc"):
+            if rel.endswith(".pyc") or (name in dirs and not _os.path.islink(path)):
                 continue
+            if not _stat.S_ISREG(_os.lstat(path).st_mode):  # a link, FIFO, socket, device
+                raise ValueError(f"improve left something that is not a regular file: {{rel!a}}")
             seen.add(rel)
             try:
-                with open(path) as f:
+                with open(path, encoding="utf-8", newline="") as f:
                     text = f.read()
             except UnicodeDecodeError:
-                raise ValueError(f"improve wrote a non-text file: {{rel}}")
+                raise ValueError(f"improve wrote a non-text file: {{rel!a}}")
             if _FILES.get(rel) != text:
                 changes[rel] = text
     for rel in _FILES:

@@ -9,11 +9,13 @@ as a single file. It speaks HTTP/1.1 over the gateway's Unix socket, OpenAI-styl
 
 Every method returns a list of strings, one per sample (`n`). A spent budget raises
 `LLMBudgetExhausted` (further calls will fail too); any other failure raises `LLMError` carrying
-the gateway's message.
+the gateway's message. A gateway at its limits answers 503 `overloaded`: the call is retried with
+backoff until `timeout_s` has passed.
 """
 
 import http.client
 import json
+import random
 import socket
 import time
 
@@ -115,14 +117,35 @@ class LLM:
         return answer
 
     def _request(self, method, path, body):
-        connection = _UnixConnection(self.socket_path, self.timeout_s)
         headers = {"Authorization": "Bearer " + self.token}
         data = None
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
+        deadline = time.monotonic() + self.timeout_s
+        attempt = 0
+        while True:
+            status, raw, answer = self._exchange(method, path, data, headers)
+            pause = 0.05 * 2 ** min(attempt, 4) * (0.5 + random.random())
+            if not _overloaded(status, answer) or time.monotonic() + pause > deadline:
+                break
+            time.sleep(pause)  # the gateway is at its limits: try again shortly
+            attempt += 1
+        if status == 200 and isinstance(answer, dict):
+            return answer
+        message = _error_message(answer, raw)
+        if status == 429:
+            raise LLMBudgetExhausted(f"LLM budget exhausted: {message}", status)
+        raise LLMError(f"LLM gateway answered {status}: {message}", status)
+
+    def _exchange(self, method, path, data, headers):
+        """(status, raw body, parsed JSON or None) of one request on a fresh connection."""
+        connection = _UnixConnection(self.socket_path, self.timeout_s)
         try:
-            connection.request(method, path, body=data, headers=headers)
+            try:
+                connection.request(method, path, body=data, headers=headers)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # refused before the whole body was read: its answer says why
             response = connection.getresponse()
             status, raw = response.status, response.read()
         except (OSError, http.client.HTTPException) as exc:
@@ -135,12 +158,7 @@ class LLM:
             answer = json.loads(raw)
         except ValueError:
             answer = None
-        if status == 200 and isinstance(answer, dict):
-            return answer
-        message = _error_message(answer, raw)
-        if status == 429:
-            raise LLMBudgetExhausted(f"LLM budget exhausted: {message}", status)
-        raise LLMError(f"LLM gateway answered {status}: {message}", status)
+        return status, raw, answer
 
 
 def _decoding(max_tokens, temperature, top_p, stop, n, seed):
@@ -157,6 +175,11 @@ def _choices(answer):
     if not isinstance(choices, list):
         raise LLMError(f"LLM gateway answered without choices: {str(answer)[:500]}", 200)
     return sorted(choices, key=lambda c: c.get("index", 0))
+
+
+def _overloaded(status, answer):
+    error = answer.get("error") if isinstance(answer, dict) else None
+    return status == 503 and isinstance(error, dict) and error.get("code") == "overloaded"
 
 
 def _error_message(answer, raw):

@@ -97,6 +97,7 @@ class Attempt:
 class SolveResult:
     attempts: list[Attempt]  # member-major: all tasks of the first member, then the next
     sessions: list[SessionRecord] = field(default_factory=list)
+    agent_s: float = 0.0  # container seconds of the agent jobs (scoring's are in the verdicts)
 
     @property
     def tokens(self) -> int:
@@ -156,6 +157,7 @@ def solve(
             )
             slots.append((member, chunk))
     answers: dict[int, list[Attempt]] = {}
+    agent_s = 0.0
     if meter:
         meter.begin("agent jobs", len(jobs))
     judging = _BackgroundJudge(scoring, meter, len(members) * len(tasks)) if scoring else None
@@ -163,6 +165,7 @@ def solve(
         for index, verdict in agent_pool.run_iter(jobs):
             member, chunk = slots[index]
             answers[index] = _attempts(member, chunk, verdict)
+            agent_s += verdict.duration_s if verdict is not None else 0.0
             if judging:
                 judging.submit(index, answers[index])
             if meter:
@@ -175,7 +178,7 @@ def solve(
     attempts = []
     for index, (member, chunk) in enumerate(slots):
         attempts.extend(judged.get(index) or answers.get(index) or _attempts(member, chunk, None))
-    return SolveResult(attempts, sessions)
+    return SolveResult(attempts, sessions, agent_s)
 
 
 @dataclass(frozen=True)

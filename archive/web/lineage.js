@@ -4,7 +4,7 @@
 (function () {
   "use strict";
   var SVGNS = "http://www.w3.org/2000/svg";
-  var DX = 34, DY = 72, R = 8, PAD = 30;
+  var DX = 56, DY = 72, R = 8, PAD = 30; // DX: a column fits a node's label
   var SPLIT_COLORS = { train: "#1f77b4", dev: "#ff7f0e", heldout: "#2ca02c" };
   var EXTRA_COLORS = ["#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
   var FAILED = "#d62728";
@@ -91,7 +91,6 @@
     var byId = {};
     d.nodes.forEach(function (n) { byId[n.id] = n; });
     var edges = el("g", { class: "edges" }, g);
-    var labels = el("g", { class: "edge-labels" }, g);
     d.nodes.forEach(function (n) {
       var style = d.operators[n.operator] || { color: "#888", label: n.operator };
       n.parents.forEach(function (pid, i) {
@@ -103,10 +102,6 @@
           class: "edge" + (i > 0 ? " merge" : ""), stroke: style.color,
         }, edges);
         el("title", {}, path).textContent = pid + " \u2192 " + n.id + " (" + n.operator + (i > 0 ? ", secondary parent" : "") + ")";
-        if (i > 0) return; // the child's operator is named once, on its primary edge
-        // at 80% of the curve: near the child, where sibling edges have already fanned out
-        var lx = 0.104 * x1 + 0.896 * x2, ly = 0.008 * y1 + 0.48 * my + 0.512 * y2;
-        el("text", { x: lx + 3, y: ly, class: "edge-label" }, labels).textContent = n.operator;
       });
     });
     var nodes = el("g", { class: "nodes" }, g);
@@ -123,9 +118,13 @@
       if (failed) el("path", { d: "M-5,-5L5,5M5,-5L-5,5", stroke: FAILED, "stroke-width": 2, "pointer-events": "none" }, node);
       var tip = [n.id, n.operator + " \u00b7 " + n.status];
       Object.keys(n.scores).forEach(function (k) { tip.push(k + ": " + fmt(n.scores[k].score) + " (n=" + n.scores[k].n + ")"); });
+      if (n.agent_errors) tip.push("agent errors: " + n.agent_errors + " tasks with no program");
       if (n.failure_reason) tip.push("failed: " + n.failure_reason);
       el("title", {}, node).textContent = tip.join("\n");
-      if (showIds) el("text", { y: R + 10, "text-anchor": "middle", class: "label" }, node).textContent = n.id.slice(0, 8);
+      if (showIds) {  // its id, then its score (or why it failed): the hover and the click say more
+        el("text", { y: R + 10, "text-anchor": "middle", class: "label" }, node).textContent = n.label[0];
+        el("text", { y: R + 19, "text-anchor": "middle", class: "label score" + (failed ? " failed" : "") }, node).textContent = n.label[1];
+      }
       node.addEventListener("click", function (ev) { ev.stopPropagation(); select(n.id); });
     });
     if (!view) fit();
@@ -277,6 +276,7 @@
     row(t, "operator", n.operator);
     row(t, "status", n.status, n.status === "failed" ? "failed" : null);
     row(t, "failure reason", n.failure_reason, "failed");
+    if (n.agent_errors) row(t, "agent errors", n.agent_errors + " tasks with no program (apart from wrong answers)", "failed");
     if (n.parents.length) row(t, "parents", nodeLinks(n.parents));
     var kids = data.nodes.filter(function (m) { return m.parents.indexOf(n.id) >= 0; }).map(function (m) { return m.id; });
     if (kids.length) row(t, "children", nodeLinks(kids));

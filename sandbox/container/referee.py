@@ -35,14 +35,21 @@ class CandidateException(Exception):
     """An exception the candidate raised whose type is not a builtin one."""
 
 
+# Exceptions that steer the caller's control flow rather than report an error: rebuilt as
+# themselves, a StopIteration raised by the candidate inside `all(map(candidate, xs))` would end the
+# test's own iteration early and the assert would pass on what was never checked.
+CONTROL_FLOW = (StopIteration, StopAsyncIteration)
+
+
 def _rebuild_exception(name: str, message: str) -> BaseException:
     cls = getattr(builtins, name, None)
-    if isinstance(cls, type) and issubclass(cls, Exception):
+    if isinstance(cls, type) and issubclass(cls, Exception) and not issubclass(cls, CONTROL_FLOW):
         try:
             return cls(message)
         except Exception:
             pass
-    # SystemExit, KeyboardInterrupt and custom classes all become an ordinary exception here.
+    # SystemExit, KeyboardInterrupt, StopIteration and custom classes all become an ordinary
+    # exception here.
     return CandidateException(f"{name}: {message}")
 
 

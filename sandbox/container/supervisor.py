@@ -7,7 +7,9 @@ and file-ownership overrides to wipe scratch areas). Each job gets two users of 
 - the referee user runs the trusted tests (a fork of this process, no exec).
 The wall-clock deadline lives here, outside both. After every job all processes of both users are
 killed (`kill(-1)` from a process of that user), their SysV IPC objects removed and /tmp, /dev/shm
-and /dev/mqueue wiped, so nothing passes from one job to the next.
+and /dev/mqueue wiped (scratch.py), so nothing passes from one job to the next. The verdict is
+decided before that reset and never changed by it: a reset that fails in any way still kills what
+it can, answers the verdict, and marks the container unclean, so the host replaces it.
 
 Single-threaded on purpose: one `select` loop, and forks never race a thread.
 """
@@ -20,7 +22,6 @@ import ctypes
 import json
 import os
 import select
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import referee  # noqa: E402
+import scratch  # noqa: E402
 
+# Every place a job user can write to (the root file system is read-only); the selftest's
+# "finding a writable place outside the scratch areas" attack checks that this list is complete.
 SCRATCH = ("/tmp", "/dev/shm", "/dev/mqueue")
 # MALLOC_ARENA_MAX: glibc reserves a 64 MiB arena per thread, up to 8 per core; under the address
 # space limit (RLIMIT_AS) that let a 1 GiB job start only ~20 threads.
@@ -81,6 +85,9 @@ class CandidateProcess:
         self._popen = popen  # exec mode: our own child, reaped by us
 
     def kill(self) -> None:
+        """Kill it and close our ends of its call pipes; safe to call again (error paths do)."""
+        if self.pidfd < 0:
+            return
         try:
             signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
         except ProcessLookupError:
@@ -89,10 +96,12 @@ class CandidateProcess:
         if self._popen is not None:
             self._popen.wait()
         for fd in (self.pidfd, self.requests, self.replies):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+            _close(fd)
+        self.pidfd = self.requests = self.replies = -1
+
+    def close_output(self) -> None:
+        _close(self.output)
+        self.output = -1
 
 
 class Zygote:
@@ -172,48 +181,55 @@ class Supervisor:
         cand = self.candidate
         assert cand is not None
         report_r, report_w = os.pipe()
-        referee_pid = self._fork_referee(job, cand.requests, cand.replies, report_w)
-        os.close(report_w)
+        try:
+            referee_pid = self._fork_referee(job, cand.requests, cand.replies, report_w)
+        except BaseException:
+            os.close(report_r)
+            raise
+        finally:
+            os.close(report_w)
 
         output = OutputTail(keep)
         reports: list[dict] = []
+        try:
+            timed_out = self._collect(report_r, cand.output, deadline, output, reports)
+        finally:  # also when the host is gone or a report is garbled
+            self._stop_job(referee_pid)
+            os.close(report_r)
+        self._drain(cand, output)
+        verdict = judge(reports, len(job["checks"]), timed_out, float(limits["wall_s"]))
+        verdict["output_tail"] = output.text()
+        return verdict
+
+    def _collect(
+        self, report_r: int, output_fd: int, deadline: float, output: OutputTail, reports: list
+    ) -> bool:
+        """Read the referee's reports and the candidate's output until the referee is done or
+        the deadline passes (returns True then); host bytes that arrive meanwhile are kept."""
         pending = b""
-        open_fds = {report_r: "report", cand.output: "output", 0: "host"}
-        timed_out = False
+        open_fds = {report_r: "report", output_fd: "output", 0: "host"}
         while "report" in open_fds.values():
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                timed_out = True
-                break
+                return True
             ready, _, _ = select.select(list(open_fds), [], [], remaining)
             for fd in ready:
                 chunk = os.read(fd, 65536)
                 if open_fds[fd] == "host":
                     if not chunk:  # the host is gone: nobody wants this verdict
-                        self._end_job(referee_pid)
                         raise HostGone
                     self.inbox += chunk
-                    continue
-                if open_fds[fd] == "output":
-                    if not chunk:
-                        del open_fds[fd]
-                        continue
-                    output.add(chunk)
                     continue
                 if not chunk:
                     del open_fds[fd]
                     continue
+                if open_fds[fd] == "output":
+                    output.add(chunk)
+                    continue
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 reports.extend(json.loads(line) for line in lines if line)
-
-        self._end_job(referee_pid)
-        self._drain(cand.output, output)
-        os.close(report_r)
-        verdict = judge(reports, len(job["checks"]), timed_out, float(limits["wall_s"]))
-        verdict["output_tail"] = output.text()
-        verdict["duration_s"] = round(time.monotonic() - started, 4)
-        return verdict
+        return False
 
     def _fork_referee(
         self, job: dict, to_candidate: int, from_candidate: int, report_w: int
@@ -246,27 +262,22 @@ class Supervisor:
         finally:
             os._exit(code)
 
-    def _end_job(self, referee_pid: int) -> None:
-        """Leave no process, IPC object or file of either job user behind.
+    def _stop_job(self, referee_pid: int) -> None:
+        """Kill the job's two processes: from here on nothing can add to the referee's reports.
 
-        Fast path: the referee has usually exited and the candidate is one process, which root
-        may kill directly. One /proc scan then tells whether anything else of either user lives
-        (anything alive during the scan is seen, and only a live process can fork), and only
-        then does the slower `kill(-1)`-as-that-user loop run."""
+        Root may kill the candidate (usually one process) and the referee (usually exited, a
+        zombie until reaped) directly; whatever else they started goes in `_reset`."""
         if self.candidate is not None:
             self.candidate.kill()
         try:
-            os.kill(referee_pid, signal.SIGKILL)  # usually already exited (a zombie until reaped)
+            os.kill(referee_pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
         _reap(referee_pid)
-        users = (self.referee_uid, self.candidate_uid)
-        for uid in running_users(users) | set(ipc_owners(users)):
-            kill_user(uid)
-        wipe_scratch()
 
-    def _drain(self, fd: int, output: OutputTail) -> None:
+    def _drain(self, cand: CandidateProcess, output: OutputTail) -> None:
         """Collect what the candidate printed just before it was killed (bounded, non-blocking)."""
+        fd = cand.output
         while True:
             ready, _, _ = select.select([fd], [], [], 0)
             if not ready:
@@ -275,18 +286,19 @@ class Supervisor:
             if not chunk:
                 break
             output.add(chunk)
-        os.close(fd)
+        cand.close_output()
 
     # -- the loop ----------------------------------------------------------------------------
     def serve(self) -> None:
         kill_user(self.candidate_uid)
         kill_user(self.referee_uid)
-        wipe_scratch()
+        scratch.wipe(SCRATCH)
         self.spawn_candidate()
         self.send({"ready": True, "python": sys.version.split()[0]})
         while (line := self._next_line()) is not None:
             if not line.strip():
                 continue
+            started = time.monotonic()
             try:
                 message = json.loads(line)
                 job_id = message.get("id")
@@ -303,11 +315,9 @@ class Supervisor:
                     job_id = json.loads(line).get("id")
                 except Exception:
                     pass
-                self._reset()
             verdict["id"] = job_id
-            clean = scratch_is_clean() and not running_users((self.candidate_uid, self.referee_uid))
-            verdict["clean"] = clean
-            self.spawn_candidate()
+            verdict["clean"] = clean = self._reset() and self._respawn()
+            verdict["duration_s"] = round(time.monotonic() - started, 4)  # the reset included
             self.send(verdict)
             if not clean:  # the host replaces a container that could not be cleaned
                 sys.exit(3)
@@ -321,16 +331,41 @@ class Supervisor:
         line, self.inbox = self.inbox.split(b"\n", 1)
         return line
 
-    def _reset(self) -> None:
-        if self.candidate is not None:
-            self.candidate.kill()
+    def _reset(self) -> bool:
+        """Leave no process, IPC object or file of either job user behind; never raises. True
+        when the container is as fresh as before the job.
+
+        One /proc scan tells whether anything of either user lives (anything alive during the
+        scan is seen, and only a live process can fork), and only then does the slower
+        `kill(-1)`-as-that-user loop run. Should any step fail, every job process is killed
+        once more and the container reported unclean."""
+        users = (self.referee_uid, self.candidate_uid)
+        try:
+            if self.candidate is not None:
+                self.candidate.kill()
+                self.candidate.close_output()
+            for uid in running_users(users) | set(ipc_owners(users)):
+                kill_user(uid)
+            scratch.wipe(SCRATCH)
+            return scratch.is_empty(SCRATCH) and not running_users(users)
+        except Exception as exc:
+            _log(f"reset failed, the container will be replaced: {type(exc).__name__}: {exc}")
+        for uid in users:
             try:
-                os.close(self.candidate.output)
-            except OSError:
-                pass
-        for uid in (self.referee_uid, self.candidate_uid):
-            kill_user(uid)
-        wipe_scratch()
+                kill_user(uid)
+            except Exception as exc:
+                _log(f"killing uid {uid} failed: {type(exc).__name__}: {exc}")
+        return False
+
+    def _respawn(self) -> bool:
+        """The next job's candidate; False (replace the container) when it cannot be made."""
+        try:
+            self.spawn_candidate()
+            return True
+        except Exception as exc:
+            _log(f"no next candidate: {type(exc).__name__}: {exc}")
+            self.candidate = None
+            return False
 
     def send(self, message: dict) -> None:
         self.out.write(json.dumps(message, separators=(",", ":")).encode() + b"\n")
@@ -481,38 +516,21 @@ def _remove_ipc(uid: int) -> None:
             remove[kind](ipc_id)
 
 
-def wipe_scratch() -> None:
-    for root in SCRATCH:
+def _close(fd: int) -> None:
+    if fd >= 0:
         try:
-            entries = list(os.scandir(root))
+            os.close(fd)
         except OSError:
-            continue
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    shutil.rmtree(entry.path, onerror=_force)
-                else:
-                    os.unlink(entry.path)
-            except OSError:
-                pass
+            pass
 
 
-def _force(func, path, _exc) -> None:
+def _log(message: str) -> None:
+    """A line on stderr: the host keeps its tail and shows it when a container is replaced."""
     try:
-        os.chmod(os.path.dirname(path), 0o700)
-        func(path)
-    except OSError:
+        sys.stderr.write(f"supervisor: {message}\n")
+        sys.stderr.flush()
+    except (OSError, ValueError):
         pass
-
-
-def scratch_is_clean() -> bool:
-    for root in SCRATCH:
-        try:
-            if os.listdir(root):
-                return False
-        except OSError:
-            continue
-    return True
 
 
 def main() -> None:

@@ -1,41 +1,204 @@
-"""How the agent edits itself: ask the model for a new version of one file of this repository."""
+"""How the agent edits itself: small knob edits, proposed by the model, checked on the task.
 
+A small model cannot rewrite a file reliably, but it can change a line. So `improve` shows the
+model the agent's knobs (the assignments in scaffold/settings.py, with their comments) and the
+failed task, and asks for a few `NAME = value` lines. Several proposals are drawn; each is parsed
+(known knob, literal of the same type, in range) and tried on the failed task's visible examples
+(the `>>>` lines of its prompt) by running `solve` with the new knobs. The proposal that passes
+most examples is written into settings.py, one line per knob, comments kept. When no proposal
+parses, nothing changes (the loop then records an empty edit).
+"""
+
+import ast
+import io
 import os
+import re
+import tokenize
 
-from scaffold.text import last_code_block
+from scaffold import settings
+from scaffold import solve as solve_module
+from scaffold.text import code_blocks, doc_examples
 
-DEFAULT_TARGET = "scaffold/settings.py"
+SETTINGS = "scaffold/settings.py"
+PROPOSALS = 4  # replies drawn from the model per self-edit (one greedy, the rest sampled)
+PROPOSAL_TEMPERATURE = 0.8
+PROPOSAL_TOKENS = 96
+MAX_KNOBS_PER_PROPOSAL = 3
+MIN_INT_CEILING = 16  # an int knob may go from 1 to max(16, twice its value)
+FLOAT_RANGE = (0.0, 1.5)
 
 
 def improve(workspace, problem_statement, llm):
-    target = pick_target(workspace, problem_statement)
-    path = os.path.join(workspace, target)
+    path = os.path.join(workspace, SETTINGS)
     with open(path) as f:
-        current = f.read()
+        source = f.read()
+    knobs = read_knobs(source)
+    task = task_of(problem_statement)
+    replies = ask_for_proposals(knobs, problem_statement, llm)
+    proposals = unique([p for p in (parse_proposal(r, knobs) for r in replies) if p])
+    if not proposals:
+        return
+    best = proposals[0]  # the greedy reply's, unless a check says otherwise
+    if task is not None and len(proposals) > 1:
+        scores = [check_on_examples(task, p, llm) for p in proposals]
+        best = proposals[scores.index(max(scores))]  # ties keep the earlier proposal
+    with open(path, "w") as f:
+        f.write(apply_knobs(source, best))
+
+
+def comments(source):
+    """{line number: comment text} of every comment (tokenized: a `#` in a string is none)."""
+    tokens = tokenize.generate_tokens(io.StringIO(source).readline)
+    return {t.start[0]: t.string for t in tokens if t.type == tokenize.COMMENT}
+
+
+def knob_nodes(source):
+    """The one-line top-level `NAME = literal` assignments: the knobs an edit may change."""
+    for node in ast.parse(source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1):
+            continue
+        target = node.targets[0]
+        if isinstance(target, ast.Name) and target.id.isupper() and node.lineno == node.end_lineno:
+            try:
+                yield target.id, ast.literal_eval(node.value), node.lineno
+            except ValueError:
+                continue
+
+
+def read_knobs(source):
+    """{name: (value, what its comments say)} for every knob of the settings file."""
+    notes = comments(source)
+    knobs = {}
+    for name, value, line in knob_nodes(source):
+        said = [notes[line].lstrip("#").strip()] if line in notes else []
+        above = line - 1
+        while above in notes and not source.splitlines()[above - 1].split("#")[0].strip():
+            said.insert(0, notes[above].lstrip("#").strip())
+            above -= 1
+        knobs[name] = (value, " ".join(said))
+    return knobs
+
+
+def ask_for_proposals(knobs, problem_statement, llm):
+    described = "\n".join(f"{name} = {value!r}  # {why}" for name, (value, why) in knobs.items())
     messages = [
         {
             "role": "system",
-            "content": "You improve a Python coding agent. Reply with the complete new version "
-            "of the file in one ```python code block.",
+            "content": "You tune a coding agent by changing its settings. Reply with one "
+            "```python block holding only lines of the form NAME = value, at most "
+            f"{MAX_KNOBS_PER_PROPOSAL} lines, using only the setting names shown.",
         },
         {
             "role": "user",
-            "content": f"Problem:\n{problem_statement}\n\nFile {target}:\n```python\n{current}```",
+            "content": f"The agent's settings (scaffold/settings.py):\n```python\n{described}\n```"
+            f"\n\n{problem_statement}\n\nWhich settings should change so that the agent "
+            "solves tasks like this one?",
         },
     ]
-    reply = llm.chat(messages, max_tokens=768, temperature=0.7)[0]
-    code = last_code_block(reply)
-    if not code or not code.strip():
-        raise RuntimeError("the model's reply has no code block")
-    with open(path, "w") as f:
-        f.write(code)
+    replies = llm.chat(messages, max_tokens=PROPOSAL_TOKENS, temperature=0.0)
+    if PROPOSALS > 1:
+        try:
+            replies += llm.chat(
+                messages,
+                max_tokens=PROPOSAL_TOKENS,
+                temperature=PROPOSAL_TEMPERATURE,
+                n=PROPOSALS - 1,
+            )
+        except Exception:  # a spent budget or an endpoint that cannot sample: greedy's only
+            pass
+    return replies
 
 
-def pick_target(workspace, problem_statement):
-    """The first repository file the problem statement names, else the settings."""
-    for root, _dirs, files in os.walk(workspace):
-        for name in sorted(files):
-            rel = os.path.relpath(os.path.join(root, name), workspace)
-            if rel.endswith(".py") and rel in problem_statement:
-                return rel
-    return DEFAULT_TARGET
+_ASSIGN = re.compile(r"^\s*([A-Z][A-Z0-9_]*)\s*=\s*(.+?)\s*(#.*)?$")
+
+
+def parse_proposal(reply, knobs):
+    """{name: value} from a reply's `NAME = value` lines: known knobs, literals of the knob's
+    type, in range, different from now. None when nothing usable is left."""
+    text = "\n".join(code_blocks(reply)) or reply
+    changes = {}
+    for line in text.splitlines():
+        match = _ASSIGN.match(line)
+        if not match or match.group(1) not in knobs:
+            continue
+        name, raw = match.group(1), match.group(2)
+        try:
+            value = ast.literal_eval(raw)
+        except (ValueError, SyntaxError):
+            continue
+        value = coerce(value, knobs[name][0])
+        if value is not None and value != knobs[name][0]:
+            changes[name] = value
+        if len(changes) == MAX_KNOBS_PER_PROPOSAL:
+            break
+    return changes or None
+
+
+def coerce(value, current):
+    """`value` as the type of the knob's current value, or None when it does not fit."""
+    if isinstance(current, bool):
+        return value if isinstance(value, bool) else None
+    if isinstance(current, int):
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            return None
+        return int(value) if 1 <= value <= max(MIN_INT_CEILING, 2 * current) else None
+    if isinstance(current, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None
+        return float(value) if FLOAT_RANGE[0] <= value <= FLOAT_RANGE[1] else None
+    if isinstance(current, str):
+        return value if isinstance(value, str) and len(value) <= 64 else None
+    if isinstance(current, list):
+        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
+        return value if ok and len(value) <= 16 else None
+    return None
+
+
+def unique(proposals):
+    seen, out = set(), []
+    for p in proposals:
+        key = tuple(sorted((k, repr(v)) for k, v in p.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out
+
+
+def task_of(problem_statement):
+    """The failed task as `solve` takes it, from the problem statement's `Task prompt` block and
+    `Entry point:` line; None when the statement carries no task."""
+    match = re.search(r"Task prompt:\s*```python\n(.*?)```", problem_statement, re.DOTALL)
+    entry = re.search(r"^Entry point:\s*(\w+)", problem_statement, re.MULTILINE)
+    if not match or not entry:
+        return None
+    return {"task_id": "improve-check", "prompt": match.group(1), "entry_point": entry.group(1)}
+
+
+def check_on_examples(task, changes, llm):
+    """The share of the task's visible examples that `solve`, run with `changes` applied to the
+    knobs, reproduces (0 when the task shows none, or solve fails)."""
+    examples = doc_examples(task["prompt"])
+    if not examples:
+        return 0.0
+    saved = {name: getattr(settings, name) for name in changes}
+    try:
+        for name, value in changes.items():
+            setattr(settings, name, value)
+        program = solve_module.solve(task, llm)
+        return solve_module.examples_passed(program, task["prompt"]) / len(examples)
+    except Exception:
+        return 0.0
+    finally:
+        for name, value in saved.items():
+            setattr(settings, name, value)
+
+
+def apply_knobs(source, changes):
+    """The settings file with each changed knob's line rewritten (its trailing comment kept)."""
+    lines = source.splitlines(keepends=True)
+    notes = comments(source)
+    for name, _value, line in knob_nodes(source):
+        if name in changes:
+            comment = f"  {notes[line]}" if line in notes else ""
+            lines[line - 1] = f"{name} = {changes[name]!r}{comment}\n"
+    return "".join(lines)

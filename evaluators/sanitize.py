@@ -16,7 +16,10 @@ drops code the program needs): decorated definitions are kept; with an entry poi
 entry point needs is kept even without a `return` (EvalPlus keeps only functions that return,
 which drops generators and in-place helpers; without an entry point we keep the same rule, plus
 `yield`); a tuple assignment defines each of its names. The first definition of a name wins, as in
-EvalPlus. `reply_program` adds EvalPlus's last step: tabs become four spaces before sanitizing.
+EvalPlus. `reply_program` adds EvalPlus's last step (tabs become four spaces before sanitizing)
+and judges the raw reply when nothing survives, where EvalPlus would judge an empty program
+(both fail, unless the reply defines the entry point somewhere sanitizing drops, such as inside a
+top-level `if`).
 
 Standalone on purpose (standard library only, no Lineage imports): the same file is copied into
 the agent's sandbox as `lineage_sanitize`, so the seed scaffold judges its replies exactly as
@@ -145,6 +148,8 @@ def sanitize(text, entry_point=None):
 
 
 def reply_program(reply, entry_point=None):
-    """EvalPlus's whole post-processing of an instruct reply: tabs to four spaces, then
-    `sanitize`. The program to judge, or "" when the reply holds no code."""
-    return sanitize(reply.replace("\t", "    "), entry_point)
+    """The program to judge for an instruct reply: EvalPlus's post-processing (tabs to four
+    spaces, then `sanitize`). When nothing of the reply survives (it holds no code, or none
+    that defines anything), the reply itself: the judge then says what is wrong with it, and an
+    empty program would read as an agent that gave no answer."""
+    return sanitize(reply.replace("\t", "    "), entry_point) or reply

@@ -167,7 +167,9 @@ def test_a_cut_off_reply_keeps_its_longest_valid_part() -> None:
 def test_a_reply_with_no_code_gives_an_empty_program() -> None:
     assert sanitize("I am sorry, I cannot help with that. ¯\\_(ツ)_/¯", "f") == ""
     assert sanitize("", "f") == ""
-    assert reply_program("```\n```", "f") == ""
+    # the judged program is then the reply itself: it fails, and the failure shows what it was
+    assert reply_program("```\n```", "f") == "```\n```"
+    assert reply_program("print(1)\n", "f") == "print(1)\n"
 
 
 def test_reply_program_expands_tabs_as_evalplus_does() -> None:

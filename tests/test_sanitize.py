@@ -10,6 +10,13 @@ import time
 from evaluators.sanitize import extract_code, reply_program, sanitize
 
 
+def run(program: str) -> dict:
+    """The namespace the program defines (these tests' programs are our own)."""
+    namespace: dict = {}
+    exec(program, namespace)
+    return namespace
+
+
 def defined(program: str) -> list[str]:
     """Top-level statements of a program, by kind and name (imports by their text)."""
     out = []
@@ -61,9 +68,7 @@ def test_longest_block_of_prose_and_several_blocks_with_imports_and_helper() -> 
         "def is_prime",
         "def count_primes",
     ]
-    namespace: dict = {}
-    exec(program, namespace)
-    assert namespace["count_primes"]([2, 3, 4, 9, 11]) == 3
+    assert run(program)["count_primes"]([2, 3, 4, 9, 11]) == 3
 
 
 MAIN_GUARD_AND_TESTS = """from collections import Counter
@@ -94,9 +99,7 @@ def test_main_guard_top_level_asserts_prints_and_tests_are_dropped() -> None:
     program = sanitize(MAIN_GUARD_AND_TESTS, "top")
     assert defined(program) == ["from collections import Counter", "= LIMIT", "def top"]
     assert "__main__" not in program and "assert" not in program and "print" not in program
-    namespace: dict = {}
-    exec(program, namespace)
-    assert namespace["top"](["b", "a", "b"], 1) == ["b"]
+    assert run(program)["top"](["b", "a", "b"], 1) == ["b"]
 
 
 def test_entry_point_dependencies_are_followed_transitively_and_others_dropped() -> None:
@@ -118,9 +121,7 @@ def test_entry_point_dependencies_are_followed_transitively_and_others_dropped()
     )
     program = sanitize(reply, "solve")
     assert defined(program) == ["import re", "= SEP", "class Parser", "def split", "def solve"]
-    namespace: dict = {}
-    exec(program, namespace)
-    assert namespace["solve"]("a,b") == ["a", "b"]
+    assert run(program)["solve"]("a,b") == ["a", "b"]
     # without an entry point every definition that returns stays (EvalPlus's rule)
     assert "def unrelated" in defined(sanitize(reply)) and "def main" in defined(sanitize(reply))
 
@@ -147,9 +148,7 @@ def test_helpers_without_return_decorators_and_tuple_constants_are_kept_when_nee
         "def solve",
     ]
     assert "@functools.lru_cache" in program
-    namespace: dict = {}
-    exec(program, namespace)
-    assert namespace["solve"]([12, -1]) == [0, 9, 55]
+    assert run(program)["solve"]([12, -1]) == [0, 9, 55]
 
 
 def test_first_definition_of_a_name_wins_and_a_stray_statement_between_is_dropped() -> None:

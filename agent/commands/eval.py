@@ -101,7 +101,9 @@ def write_records(path: Path, records: list[dict]) -> None:
 
 def eval_command(
     model: str = typer.Option("default", help="Registry name, HF model id, or local folder."),
-    benchmark: str = typer.Option("humaneval", help="humaneval, mbpp, or a benchmark .jsonl file."),
+    benchmark: str = typer.Option(
+        "humaneval", help="humaneval, mbpp, mbpp-example, or a benchmark .jsonl file."
+    ),
     backend: Annotated[Backend, typer.Option(help="Generation backend.")] = Backend.transformers,
     protocol: Annotated[
         Protocol | None,

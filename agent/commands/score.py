@@ -37,7 +37,9 @@ def score(
             callback=absolute,
         ),
     ],
-    benchmark: str = typer.Option("humaneval", help="humaneval, mbpp, or a benchmark .jsonl file."),
+    benchmark: str = typer.Option(
+        "humaneval", help="humaneval, mbpp, mbpp-example, or a benchmark .jsonl file."
+    ),
     workers: int = typer.Option(0, help="Sandbox containers (0: two per core)."),
     k: str = typer.Option("1,10,100", help="pass@k to report, for each k <= samples per task."),
     calibrate: bool = typer.Option(

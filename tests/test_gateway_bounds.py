@@ -456,3 +456,17 @@ def _send_quietly(gateway: Gateway, data: bytes) -> None:
         answer(sock)
     except (OSError, http.client.HTTPException, ValueError):
         pass
+
+
+def test_a_refused_request_s_body_is_read_before_the_answer(fake: FakeBackend) -> None:
+    """A refusal known from the head alone (an unknown path) waits for a body within the size
+    cap: a client whose body is still on its way reads the answer instead of a broken pipe."""
+    with Gateway(fake, GatewayConfig(**FAST)) as gateway:
+        token = gateway.open_session("late-body", Budget())
+        sock = connect(gateway)
+        sock.sendall(head(token, 2000, path="/v1/embeddings"))
+        time.sleep(0.2)  # the server has the head; the body is still coming
+        sock.sendall(b"{" + b" " * 1998 + b"}")
+        status = sock.recv(4096).split(b"\r\n", 1)[0]
+        sock.close()
+    assert status == b"HTTP/1.1 404 Not Found"

@@ -133,7 +133,9 @@ class _Handler(BaseHTTPRequestHandler):
         head = Head(method, self.path.split("?", 1)[0], self.headers.get("Authorization"), length)
         started = self.server.app(head)
         if isinstance(started, tuple):
-            if length:
+            if 0 < length <= self.server.limits.max_body_bytes:
+                self._drain(length)  # a client still sending must read the answer, not a reset
+            elif length:
                 self.close_connection = True  # its body stays unread
             self._reply(*started)
             return
@@ -155,6 +157,17 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self.server.watch(self.connection, "call", None)
         self._reply(*started(body))
+
+    def _drain(self, length: int) -> None:
+        """Read and drop a refused request's body (within the body deadline), so the client's
+        send completes and it reads the refusal; a body that does not come ends the connection."""
+        self.server.watch(self.connection, "body", self.server.limits.body_timeout_s)
+        try:
+            got = len(self.body_file.read(length))
+        except OSError:
+            got = 0
+        if got < length:
+            self.close_connection = True
 
     def _length(self) -> tuple[int, str | None]:
         """The body's length, or why the headers do not tell it."""

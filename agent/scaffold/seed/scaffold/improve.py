@@ -26,6 +26,7 @@ PROPOSAL_TOKENS = 96
 MAX_KNOBS_PER_PROPOSAL = 3
 MIN_INT_CEILING = 16  # an int knob may go from 1 to max(16, twice its value)
 FLOAT_RANGE = (0.0, 1.5)
+MAX_STR_KNOB = 32
 
 
 def improve(workspace, problem_statement, llm):
@@ -65,11 +66,21 @@ def knob_nodes(source):
                 continue
 
 
+def proposable(value):
+    """Knobs a one-line proposal can change: flags, numbers and short words (not prompts or
+    lists of stop strings, which a small model would only garble)."""
+    if isinstance(value, bool | int | float):
+        return True
+    return isinstance(value, str) and len(value) <= MAX_STR_KNOB and "\n" not in value
+
+
 def read_knobs(source):
-    """{name: (value, what its comments say)} for every knob of the settings file."""
+    """{name: (value, what its comments say)} for every proposable knob of the settings file."""
     notes = comments(source)
     knobs = {}
     for name, value, line in knob_nodes(source):
+        if not proposable(value):
+            continue
         said = [notes[line].lstrip("#").strip()] if line in notes else []
         above = line - 1
         while above in notes and not source.splitlines()[above - 1].split("#")[0].strip():
@@ -147,10 +158,7 @@ def coerce(value, current):
             return None
         return float(value) if FLOAT_RANGE[0] <= value <= FLOAT_RANGE[1] else None
     if isinstance(current, str):
-        return value if isinstance(value, str) and len(value) <= 64 else None
-    if isinstance(current, list):
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        return value if ok and len(value) <= 16 else None
+        return value if isinstance(value, str) and proposable(value) else None
     return None
 
 

@@ -14,8 +14,8 @@ def test_read_knobs_with_their_comments():
     knobs = read_knobs(SETTINGS)
     assert knobs["SAMPLES"] == (1, "completions drawn per task")
     assert knobs["TEMPERATURE"] == (0.0, "0 = greedy")
-    assert knobs["STOPS"] == (["\n#", "\ndef"], "ends a completion")  # a '#' in a string is data
-    assert knobs["CHECK"] == (False, "")
+    assert "STOPS" not in knobs  # lists of stops are not for one-line proposals
+    assert knobs["CHECK"] == (False, "")  # the '#' in STOPS' strings was no comment of CHECK's
 
 
 def test_parse_proposal_keeps_known_knobs_of_the_right_type():

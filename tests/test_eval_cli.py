@@ -25,6 +25,7 @@ def write(path: Path, lines: list[str]) -> Path:
         ("{not json", "invalid JSON"),
         ('{"task_id": "HumanEval/999", "completion": ""}', "unknown task_id"),
         ('{"task_id": "HumanEval/0"}', "missing field 'completion'"),
+        ('{"task_id": "HumanEval/0", "completion": "", "solution": ""}', "has both"),
     ],
 )
 def test_bad_line_is_named_and_nothing_is_written(tmp_path: Path, bad: str, message: str) -> None:
@@ -32,7 +33,7 @@ def test_bad_line_is_named_and_nothing_is_written(tmp_path: Path, bad: str, mess
         tmp_path / "s.jsonl", ['{"task_id": "HumanEval/0", "completion": "    pass"}', bad]
     )
     result = runner.invoke(app, ["score", "--benchmark", "humaneval", str(samples)])
-    assert result.exit_code != 0
+    assert result.exit_code == 2
     output = " ".join(result.output.split())
     assert "s.jsonl:2" in output and message in output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.jsonl"]

@@ -128,6 +128,15 @@ def write_samples(tmp_path: Path, lines: list[str]) -> Path:
         ('{"task_id": "T/0"}', "missing field 'completion'"),
         ('{"completion": ""}', "missing field 'task_id'"),
         ('{"task_id": "T/0", "completion": 5}', "must be a string"),
+        ('{"task_id": "T/0", "solution": null}', "field 'solution' must be a string"),
+        (
+            '{"task_id": "T/0", "reply": "x"}',
+            "missing field 'completion' (appended to the prompt) or 'solution'",
+        ),
+        (
+            '{"task_id": "T/0", "completion": "", "solution": ""}',
+            "has both 'completion' and 'solution'",
+        ),
     ],
 )
 def test_bad_sample_lines_name_the_line(tmp_path: Path, line: str, message: str) -> None:
@@ -135,6 +144,18 @@ def test_bad_sample_lines_name_the_line(tmp_path: Path, line: str, message: str)
     with pytest.raises(SamplesFileError) as info:
         read_samples(path, TASKS)
     assert info.value.line == 2 and f"{path}:2" in str(info.value) and message in str(info.value)
+
+
+def test_completion_or_solution_per_line(tmp_path: Path) -> None:
+    """A completion is appended to the prompt; a solution (EvalPlus's field) is the program."""
+    whole = "import math\n\ndef f(x):\n    return math.floor(x)\n"
+    lines = [
+        json.dumps({"task_id": "T/0", "completion": "    return x\n"}),
+        json.dumps({"task_id": "T/1", "solution": whole, "reply": "raw"}),
+    ]
+    samples = read_samples(write_samples(tmp_path, lines), TASKS)
+    assert [s.program(TASKS[s.task_id]) for s in samples] == ["def f(x):\n    return x\n", whole]
+    assert samples[1].record["reply"] == "raw"  # written back with the verdict
 
 
 @pytest.mark.parametrize(

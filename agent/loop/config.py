@@ -35,9 +35,10 @@ class TasksSection(Section):
     """Which tasks a node is judged on. Stage 1 is a fixed train sample every node gets; only a
     child within `stage1_margin` of its parent's train score goes on to the dev sample."""
 
-    train: str = "mbpp:train"
-    dev: str = "mbpp:dev"
-    heldout: str = "mbpp:test"  # reporting only, never selection
+    # MBPP with its visible example for selection, HumanEval held out: a gain must transfer.
+    train: str = "mbpp-example:train"
+    dev: str = "mbpp-example:dev"
+    heldout: str = "humaneval:test"  # reporting only, never selection
     stage1_tasks: int = Field(8, ge=1)
     stage1_margin: float = Field(0.1, ge=0)
     dev_tasks: int = Field(16, ge=0)  # 0 = the whole split
@@ -123,7 +124,10 @@ class SolveSection(Section):
     threads: int = Field(8, ge=1)
     wall_s: float = Field(900.0, gt=0)
     tokens_per_task: int = Field(4096, ge=1)
-    max_tokens_per_call: int = Field(384, ge=1)  # the gateway clips longer asks of the agent
+    # The gateway clips longer asks of the agent. 768 lets the seed's instruct replies through
+    # uncut (EvalPlus's budget; on HumanEval the default model's longest greedy reply is 768 and
+    # 4 of 164 exceed 512), so the base node scores what `lineage eval --protocol instruct` does.
+    max_tokens_per_call: int = Field(768, ge=1)
 
 
 class SandboxSection(Section):

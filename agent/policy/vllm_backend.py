@@ -161,6 +161,11 @@ class VllmBackend:
         self.config = config or VllmBackendConfig()
         self._lora_ids = itertools.count(1)  # fresh ids per call: vLLM caches adapters by id
 
+    @property
+    def tokenizer(self):
+        """The engine's Hugging Face tokenizer (its chat template renders chats for this model)."""
+        return self.llm.get_tokenizer()
+
     @classmethod
     def from_config(cls, config: VllmBackendConfig) -> VllmBackend:
         """Build the engine (call under `if __name__ == "__main__":`, see the module docstring)."""

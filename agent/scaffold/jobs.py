@@ -1,7 +1,8 @@
 """Sandbox jobs that run a scaffold: solve tasks, improve its own repository, run its own tests.
 
-The job's program is a bootstrap (ours) that writes the scaffold's files and the LLM client into
-the container's scratch area and defines three entry functions; the trusted check calls one and
+The job's program is a bootstrap (ours) that writes the scaffold's files, the LLM client and the
+evaluators' reply sanitizer (so the agent can turn a chat reply into the program the evaluators'
+instruct protocol would judge) into the container's scratch area and defines three entry functions; the trusted check calls one and
 hands the plain-data answer back with `keep(...)`. What reaches the container is the scaffold, the
 task's prompt and entry point, and a gateway token: never a test of the task.
 """
@@ -11,21 +12,25 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import evaluators.sanitize
 from sandbox.config import GATEWAY_MOUNT
 from sandbox.job import Job, Limits
 
 CLIENT_MODULE = "lineage_llm"  # the LLM client's module name inside the container
 CLIENT_SOURCE = Path(__file__).with_name("llm_client.py")
+SANITIZE_MODULE = "lineage_sanitize"  # evaluators/sanitize.py inside the container
+SANITIZE_SOURCE = Path(evaluators.sanitize.__file__)
 SOCKET = f"{GATEWAY_MOUNT}/llm.sock"
 AGENT_ROOT = "/tmp/agent"  # the code that runs (the node's scaffold)
 WORKSPACE = "/tmp/workspace"  # the copy that `improve` edits
-PROTECTED_PATHS = (f"{CLIENT_MODULE}.py",)  # ours, written last: an edit may not shadow it
+# Ours, written last: an edit may not shadow them.
+PROTECTED_PATHS = (f"{CLIENT_MODULE}.py", f"{SANITIZE_MODULE}.py")
 
 BOOTSTRAP = '''
 import os as _os, stat as _stat, sys as _sys, threading as _threading, traceback as _traceback
 
 _FILES = {files!r}
-_CLIENT = {client!r}
+_OURS = {ours!r}
 
 
 def _write(root, files):
@@ -38,7 +43,7 @@ def _write(root, files):
 
 _sys.dont_write_bytecode = True
 _write({agent_root!r}, _FILES)
-_write({agent_root!r}, {{{client_module!r} + ".py": _CLIENT}})
+_write({agent_root!r}, _OURS)
 _sys.path.insert(0, {agent_root!r})
 
 
@@ -148,7 +153,10 @@ def bootstrap(files: Mapping[str, str], call_timeout_s: float = 600.0) -> str:
     gateway still computes, so a loaded gateway would spend its time on answers nobody reads."""
     return BOOTSTRAP.format(
         files=dict(files),
-        client=CLIENT_SOURCE.read_text(),
+        ours={
+            f"{CLIENT_MODULE}.py": CLIENT_SOURCE.read_text(),
+            f"{SANITIZE_MODULE}.py": SANITIZE_SOURCE.read_text(),
+        },
         client_module=CLIENT_MODULE,
         socket=SOCKET,
         agent_root=AGENT_ROOT,

@@ -50,7 +50,7 @@ class SolveConfig:
     tokens_per_task: int = 4096
     calls_per_task: int = 16
     memory_mb: int = 1024
-    max_tokens_per_call: int = 384
+    max_tokens_per_call: int = 768  # the seed's instruct replies uncut (EvalPlus's budget)
 
     def __post_init__(self) -> None:
         for name in (

@@ -1,9 +1,32 @@
 """Knobs of `solve`. An edit to this file is the simplest way for the agent to change itself."""
 
-SAMPLES = 1  # completions drawn per task
+# How a task is put to the model: "instruct" or "completion".
+# - "instruct": a chat, EvalPlus's protocol (the one instruct models' published scores use): the
+#   user asks INSTRUCTION with the task's prompt in a code fence, the model's reply is started
+#   with RESPONSE_PREFIX and an opening python fence, generation stops at the closing fence
+#   (INSTRUCT_STOPS), and the program is the reply's imports and the definitions the entry point
+#   needs (`lineage_sanitize`). Needs a model with a chat template: without one, solve falls
+#   back to "completion".
+# - "completion": the model continues the prompt (signature + docstring) and stops at a new
+#   top-level statement (STOPS); the program is the prompt plus that continuation.
+PROTOCOL = "instruct"
+SAMPLES = 1  # answers drawn per task
 TEMPERATURE = 0.0  # 0 = greedy; sampling needs > 0 for several different samples
-MAX_TOKENS = 384  # new tokens per completion
+MAX_TOKENS = 384  # new tokens per completion ("completion")
+INSTRUCT_MAX_TOKENS = 768  # new tokens per reply ("instruct": it restates the signature first)
 # A completion ends where a new top-level statement starts (the function is done).
 STOPS = ["\ndef", "\nclass", "\nif", "\nprint", "\n#"]
+INSTRUCTION = (
+    "Please provide a self-contained Python script that solves the following problem in a "
+    "markdown code block:"
+)
+RESPONSE_PREFIX = (
+    "Below is a Python script with a self-contained function that solves the problem and passes "
+    "corresponding tests:"
+)
+# A markdown code fence, spelled so because this file travels inside fenced replies.
+FENCE = "`" * 3
+# A reply ends at its closing fence, or where it starts a demo after the function.
+INSTRUCT_STOPS = ["\n" + FENCE + "\n", "\nif __name__", "\ndef main(", "\nprint("]
 # With several samples: keep the one that passes most of the prompt's `>>>` examples.
 SELECT_BY_EXAMPLES = False

@@ -1,15 +1,69 @@
-"""How the agent attacks a task: continue the prompt, keep the best candidate."""
+"""How the agent attacks a task: ask the model for programs, keep the best candidate.
+
+`settings.PROTOCOL` picks how the task is put to the model (see settings.py). "instruct" is the
+evaluators' own instruct protocol, message for message, and its replies become programs through
+the evaluators' own sanitizer (`lineage_sanitize`, written beside this package in the sandbox), so
+the seed scores what `lineage eval --protocol instruct` scores with the same model.
+"""
 
 import os
 import select
+
+from lineage_llm import LLMError
+from lineage_sanitize import reply_program
 
 from scaffold import settings
 from scaffold.text import doc_examples
 
 EXAMPLE_TIMEOUT_S = 2.0
+_NO_CHAT_TEMPLATE = []  # set once the gateway says its model has no chat template
 
 
 def solve(task, llm):
+    prompt = task["prompt"]
+    programs = candidates(task, llm)
+    if len(programs) > 1 and settings.SELECT_BY_EXAMPLES:
+        scores = [examples_passed(p, prompt) for p in programs]
+        return programs[scores.index(max(scores))]  # ties keep the earliest sample
+    return programs[0]
+
+
+def candidates(task, llm):
+    """`settings.SAMPLES` programs under `settings.PROTOCOL` (instruct falls back to completion
+    for a model without a chat template)."""
+    if settings.PROTOCOL not in ("instruct", "completion"):
+        raise ValueError(
+            f"settings.PROTOCOL must be 'instruct' or 'completion', not {settings.PROTOCOL!r}"
+        )
+    if settings.PROTOCOL == "instruct" and not _NO_CHAT_TEMPLATE:
+        try:
+            return instruct_programs(task, llm)
+        except LLMError as exc:
+            if exc.status != 400 or "chat template" not in str(exc):
+                raise
+            _NO_CHAT_TEMPLATE.append(True)
+    return completion_programs(task, llm)
+
+
+def instruct_programs(task, llm):
+    """Ask for a self-contained script, with the reply started by an opening fence; keep its
+    imports and the definitions the entry point needs."""
+    fence = settings.FENCE
+    request = f"{settings.INSTRUCTION}\n{fence}\n{task['prompt'].strip()}\n{fence}\n"
+    opening = f"{settings.RESPONSE_PREFIX}\n{fence}python\n"
+    replies = llm.chat(
+        [{"role": "user", "content": request}, {"role": "assistant", "content": opening}],
+        continue_final=True,
+        max_tokens=settings.INSTRUCT_MAX_TOKENS,
+        temperature=settings.TEMPERATURE,
+        stop=settings.INSTRUCT_STOPS,
+        n=settings.SAMPLES,
+    )
+    return [reply_program(reply, task["entry_point"]) for reply in replies]
+
+
+def completion_programs(task, llm):
+    """Continue the prompt; each program is the prompt plus one continuation."""
     prompt = task["prompt"]
     completions = llm.complete(
         prompt,
@@ -18,11 +72,7 @@ def solve(task, llm):
         stop=settings.STOPS,
         n=settings.SAMPLES,
     )
-    programs = [prompt + c for c in completions]
-    if len(programs) > 1 and settings.SELECT_BY_EXAMPLES:
-        scores = [examples_passed(p, prompt) for p in programs]
-        return programs[scores.index(max(scores))]  # ties keep the earliest sample
-    return programs[0]
+    return [prompt + c for c in completions]
 
 
 def examples_passed(program, prompt):

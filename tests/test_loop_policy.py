@@ -56,12 +56,31 @@ def test_auto_falls_back_when_the_engine_does_not_start(tiny_dir, monkeypatch, c
         loop_policy.open_policy(config(tiny_dir, backend="vllm"))  # asked for: no fallback
 
 
-def test_vllm_asked_for_where_it_cannot_run_is_an_error(tiny_dir) -> None:
-    ray = from_dict(
-        {"model": {"name": str(tiny_dir), "backend": "vllm"}, "executor": "ray"}, "test.toml"
-    )
-    with pytest.raises(ValueError, match='backend = "vllm": .*Ray replicas'):
-        loop_policy.open_policy(ray)
+def test_on_ray_the_replicas_build_the_engine(tiny_dir, caplog) -> None:
+    from agent.scale.backend_source import VllmSource
+
+    def on_ray(backend: str):
+        cfg = {"model": {"name": str(tiny_dir), "backend": backend}, "executor": "ray"}
+        return loop_policy.open_policy(from_dict(cfg, "test.toml"))
+
+    with caplog.at_level(logging.WARNING):
+        auto = on_ray("auto")
+    assert auto.kind == "transformers"
+    assert auto.replica_source == loop_policy.transformers_config(config(tiny_dir))
+    assert "vLLM replicas are built only when asked for" in caplog.text
+    if importlib.util.find_spec("vllm") is None:
+        with pytest.raises(ValueError, match='backend = "vllm": is not installed'):
+            on_ray("vllm")
+        return
+    asked = on_ray("vllm")  # nothing starts here: each replica builds its engine
+    assert asked.kind == "vllm"
+    assert isinstance(asked.replica_source, VllmSource)
+    assert asked.replica_source.config.model == str(tiny_dir)
+    assert asked.host is asked.generator and isinstance(asked.host, TransformersBackend)
+
+
+def test_vllm_asked_for_where_lora_cannot_perturb_is_an_error(tiny_dir) -> None:
+    pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e .[vllm])")
     odd = from_dict(
         {
             "model": {"name": str(tiny_dir), "backend": "vllm"},
@@ -69,9 +88,8 @@ def test_vllm_asked_for_where_it_cannot_run_is_an_error(tiny_dir) -> None:
         },
         "test.toml",
     )
-    if importlib.util.find_spec("vllm") is not None:
-        with pytest.raises(ValueError, match="LoRA adapters, which cannot perturb"):
-            loop_policy.open_policy(odd)
+    with pytest.raises(ValueError, match="LoRA adapters, which cannot perturb"):
+        loop_policy.open_policy(odd)
 
 
 def test_transformers_asked_for_is_the_reference_backend(tiny_dir) -> None:
@@ -117,6 +135,11 @@ class FakeEngine:
     def set_weights(self, tensors):
         self.pushed.append({k: v.clone() for k, v in tensors.items()})
         return len(tensors)
+
+    def generate(self, *args):
+        raise AssertionError("not generating here")
+
+    open_stream = generate
 
 
 def test_sync_pushes_the_host_weights_only_when_the_chain_changes() -> None:

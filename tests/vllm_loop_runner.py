@@ -29,19 +29,12 @@ import threading
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).parent))
+from test_vllm_backend import PROMPTS  # noqa: E402 (the same eight prompts)
+
 # A registry name or a model folder (benchmarks/gpu_check.sh passes random weights of SmolLM2's
 # shape: the device machine cannot download the real ones).
 MODEL = os.environ.get("LINEAGE_VLLM_TEST_MODEL", "smollm2-135m")
-PROMPTS = [
-    'def add(a, b):\n    """Return the sum of a and b."""\n',
-    "def fib(n):\n",
-    "The capital of France is",
-    "# Python\nimport os\n",
-    "def is_prime(n):\n",
-    "class Stack:\n",
-    "Once upon a time",
-    "def reverse(s):\n    return",
-]
 MAX_TOKENS = 32
 
 
@@ -176,7 +169,6 @@ def abort(gateway) -> dict:
 
 
 def population(policy, gateway) -> dict:
-    sys.path.insert(0, str(Path(__file__).parent))
     from populations import random_population
 
     from agent.policy.backend import GenerationConfig
@@ -209,7 +201,8 @@ def population(policy, gateway) -> dict:
 
 
 def raw_engine(folder: Path) -> list[str]:
-    """The exported node on an engine of its own, with the loop engine's settings."""
+    """The exported node (`folder/model`) on an engine of its own, with the loop engine's
+    settings (also `python tests/vllm_loop_runner.py --raw FOLDER OUT.json`)."""
     from agent.loop.policy import lora_rank
     from agent.policy.vllm_backend import VllmBackend, VllmBackendConfig
 
@@ -254,4 +247,7 @@ def main(out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1] == "--raw":
+        Path(sys.argv[3]).write_text(json.dumps(raw_engine(Path(sys.argv[2]))))
+    else:
+        main(sys.argv[1])

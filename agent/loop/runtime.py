@@ -18,7 +18,7 @@ from agent.es.checkpoint import Checkpoint, save_checkpoint
 from agent.gateway import Gateway, GatewayConfig, tokenizer_chat_template
 from agent.loop.config import RunConfig
 from agent.loop.policy import open_policy
-from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
+from agent.policy.transformers_backend import TransformersBackend
 from agent.scaffold.solving import Meter
 from agent.scale.executor import make_executor
 from archive import Archive, WeightsChain
@@ -75,10 +75,6 @@ class Runtime:
             for stale in run_dir.glob(CHECKPOINT_SCRATCH + "*"):  # a checkpoint write killed
                 stale.unlink()
             self.tasks = load_tasks(config)
-            m = config.model
-            model_config = TransformersBackendConfig(
-                model=m.name, device=m.device, dtype=m.dtype, threads=m.threads
-            )
             self.policy = open_policy(config)
             self._stack.callback(getattr(self.policy.generator, "close", lambda: None))
             self.backend = self.policy.host  # the model ES moves (vLLM: a host-side copy)
@@ -98,7 +94,7 @@ class Runtime:
             self.replicas = None
             generator = self.policy.generator  # local: the gateway drives this process's model
             if config.executor == "ray":
-                self.replicas = generator = executor.policy(model_config)
+                self.replicas = generator = executor.policy(self.policy.replica_source)
                 self._stack.callback(self.replicas.close)
             self.gateway = self._stack.enter_context(
                 Gateway(

@@ -50,6 +50,7 @@ from agent.policy.backend import FinishReason, Generation, GenerationConfig, che
 from agent.policy.cpu_bind import cpu_binding
 from agent.policy.lowrank import PopulationPerturbation
 from agent.policy.prompts import truncate_at_stop
+from agent.policy.vllm_process import mark_parent
 from agent.policy.vllm_weights import EXTENSION, push_weights
 
 if TYPE_CHECKING:
@@ -190,6 +191,7 @@ class VllmBackend:
 
         args = engine_args(config)
         os.environ.update({} if torch.cuda.is_available() else cpu_binding(config.cpu_bind))
+        mark_parent()  # its processes die with this one, even by kill -9
         return cls(LLM(**args), config)
 
     @property

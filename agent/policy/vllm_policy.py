@@ -19,14 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from agent.policy.backend import Generation, GenerationConfig
 from agent.policy.vllm_weights import with_siblings
 
 if TYPE_CHECKING:
-    from agent.policy.lowrank import PopulationPerturbation
     from agent.policy.transformers_backend import TransformersBackend
-    from agent.policy.vllm_backend import VllmBackend
-    from agent.policy.vllm_stream import VllmStream
+    from agent.policy.vllm_backend import VllmBackend, VllmBackendConfig
 
 
 class VllmPolicy:
@@ -42,22 +39,30 @@ class VllmPolicy:
         self._in_engine: list[str] | None = []  # the chain the engine holds: the base
         self.pushes = 0
         self.push_s = 0.0
+        # Generation is the engine's: `PolicyBackend.generate`, and the gateway's stream.
+        self.generate = engine.generate
+        self.open_stream = engine.open_stream
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        config: GenerationConfig,
-        perturbation: PopulationPerturbation | None = None,
-        member_of_row: Sequence[int] | None = None,
-        on_done: Callable[[int], None] | None = None,
-    ) -> list[Generation]:
-        return self.engine.generate(prompts, config, perturbation, member_of_row, on_done)
+    @classmethod
+    def from_config(cls, config: VllmBackendConfig) -> VllmPolicy:
+        """The engine, then its host copy in the engine's dtype, on the CPU (call under
+        `if __name__ == "__main__":`, as for `VllmBackend`)."""
+        from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
+        from agent.policy.vllm_backend import VllmBackend
+
+        engine = VllmBackend.from_config(config)
+        try:
+            dtype = str(engine.dtype).removeprefix("torch.")
+            host = TransformersBackend.from_config(
+                TransformersBackendConfig(model=config.model, device="cpu", dtype=dtype)
+            )
+        except BaseException:
+            engine.close()
+            raise
+        return cls(engine, host)
 
     def close(self) -> None:
         self.engine.close()
-
-    def open_stream(self) -> VllmStream:
-        return self.engine.open_stream()
 
     def sync(
         self,

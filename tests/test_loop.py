@@ -87,6 +87,7 @@ def write_config(path: Path, model: Path, iterations: int, extra: str = "") -> P
         f"""seed = 3
 {extra}[model]
 name = "{model}"
+backend = "transformers"
 threads = 1
 [tasks]
 stage1_tasks = 2

@@ -90,6 +90,7 @@ def _go(cfg, run_dir: Path, console: Console) -> None:
     console.print(f"[bold]run directory:[/bold] {run_dir}", highlight=False)
     try:
         with Runtime(cfg, run_dir) as rt:
+            console.print(f"[bold]generating with:[/bold] {rt.policy.kind}", highlight=False)
             summary = Loop(rt, console).run()
     except (ArchiveError, ConfigError) as exc:
         raise fail(str(exc)) from None

@@ -5,15 +5,23 @@ collects whatever else arrives within `window_s` of it (up to `max_rows` rows), 
 decoding settings, and runs one `backend.generate` per group with every session's rows together,
 each row tagged with its session's ES member. While a batch generates, new jobs queue up, so under
 load batches fill without waiting at all.
+
+A backend that batches continuously (`open_stream()`, the vLLM backend) is driven differently
+(`_run_stream`): each job's rows join the engine as soon as the job arrives, whatever its decoding
+settings or member, a job is answered the engine step its last row ends, and the rows of a job
+whose future was cancelled (its session closed while it decoded) are aborted. Work that must not
+overlap decoding (new weights) runs in the worker between steps (`run_exclusive`).
 """
 
 from __future__ import annotations
 
+import itertools
 import queue
 import secrets
 import threading
 import time
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
@@ -60,6 +68,27 @@ def resolve(future: Future, result: object = None, error: BaseException | None =
 _STOP = object()
 
 
+@dataclass
+class _Exclusive:
+    """A callable for the worker to run while no row decodes (`Batcher.run_exclusive`)."""
+
+    fn: Callable[[], object]
+    future: Future = field(default_factory=Future)
+
+
+def generation_config(d: Decoding, max_rows: int) -> GenerationConfig:
+    """A job's decoding as the backend takes it; a sampled job without a seed gets a fresh one."""
+    seed = d.seed if d.seed is not None else secrets.randbelow(2**31)
+    return GenerationConfig(
+        max_new_tokens=d.max_tokens,
+        temperature=d.temperature,
+        top_p=d.top_p,
+        seed=seed,
+        stop=d.stop,
+        batch_size=max_rows,
+    )
+
+
 class Batcher:
     """Owns `backend`; see the module docstring. `start()`, `submit(...)`, `stop()`."""
 
@@ -71,9 +100,14 @@ class Batcher:
         self._lock = threading.Lock()
         self._closing = False
         self._population: PopulationPerturbation | None = None
-        self._thread = threading.Thread(target=self._run, name="lineage-gateway-batcher")
-        self.batches = 0  # generate calls made
+        self.streaming = callable(getattr(backend, "open_stream", None))
+        self._thread = threading.Thread(
+            target=self._run_stream if self.streaming else self._run, name="lineage-gateway-batcher"
+        )
+        self.batches = 0  # generate calls made (engine steps, when streaming)
         self.rows = 0  # rows generated
+        self.busy_s = 0.0  # seconds the backend spent generating
+        self._keys = itertools.count()  # stream job keys
 
     def start(self) -> None:
         self._thread.start()
@@ -99,9 +133,23 @@ class Batcher:
             self._queue.put(job)
         return job.future
 
+    def run_exclusive(self, fn: Callable[[], object]) -> object:
+        """`fn()` where no row decodes meanwhile: in the worker, between engine steps, once the
+        rows in flight have finished (jobs that arrive meanwhile wait). Without a stream the
+        backend is only busy inside `generate`, so `fn` runs here."""
+        if not self.streaming:
+            return fn()
+        call = _Exclusive(fn)
+        with self._lock:
+            if self._closing:
+                raise GatewayClosed("the gateway is shutting down")
+            self._queue.put(call)
+        return call.future.result()
+
     def stop(self) -> None:
-        """Answer every queued job with `GatewayClosed` now, let a running `generate` finish,
-        and join the worker."""
+        """Answer every queued job with `GatewayClosed` now, let a running `generate` finish
+        (a stream's rows in flight are aborted and answered `GatewayClosed`), and join the
+        worker."""
         with self._lock:
             if self._closing:
                 return
@@ -160,16 +208,7 @@ class Batcher:
 
     def _generate(self, group: list[Job]) -> None:
         """One `generate` call for jobs with equal decoding settings; results split back."""
-        d = group[0].decoding
-        seed = d.seed if d.seed is not None else secrets.randbelow(2**31)
-        config = GenerationConfig(
-            max_new_tokens=d.max_tokens,
-            temperature=d.temperature,
-            top_p=d.top_p,
-            seed=seed,
-            stop=d.stop,
-            batch_size=self.max_rows,
-        )
+        config = generation_config(group[0].decoding, self.max_rows)
         population = self.population
         runnable = []
         for job in group:
@@ -184,6 +223,7 @@ class Batcher:
         prompts = [row for job in group for row in job.rows]
         members = [job.member for job in group for _ in job.rows]
         perturbed = population is not None and any(m >= 0 for m in members)
+        started = time.monotonic()
         try:
             generations = self.backend.generate(
                 prompts,
@@ -195,6 +235,8 @@ class Batcher:
             for job in group:
                 resolve(job.future, error=exc)
             return
+        finally:
+            self.busy_s += time.monotonic() - started
         self.batches += 1
         self.rows += len(prompts)
         start = 0
@@ -202,6 +244,97 @@ class Batcher:
             rows = generations[start : start + len(job.rows)]
             resolve(job.future, rows)
             start += len(job.rows)
+
+    # -- the worker, on a continuously batching backend --------------------------------------
+    def _run_stream(self) -> None:
+        stream = self.backend.open_stream()  # type: ignore[attr-defined]
+        jobs: dict[Hashable, Job] = {}
+        waiting: deque = deque()  # taken from the queue, not started: behind an exclusive call
+        try:
+            while True:
+                try:
+                    return self._stream(stream, jobs, waiting)  # returns on stop()
+                except Exception as exc:  # a bug here must not strand the callers, now or later
+                    self._fail_running(stream, jobs, exc)
+        finally:
+            closed = GatewayClosed("the gateway shut down before this request was generated")
+            for job in jobs.values():
+                resolve(job.future, error=closed)
+            stream.close()
+
+    def _stream(self, stream, jobs: dict[Hashable, Job], waiting: deque) -> None:
+        """Take what is queued (blocking only when nothing decodes), start it, abort what nobody
+        waits for, run one engine step, answer what it finished; until `stop()`."""
+        while True:
+            block = not stream.busy and not waiting
+            while True:
+                try:
+                    waiting.append(self._queue.get() if block else self._queue.get_nowait())
+                except queue.Empty:
+                    break
+                block = False
+            while waiting:
+                item = waiting[0]
+                if item is _STOP:
+                    self._fail_queued([w for w in waiting if w is not _STOP])
+                    return
+                if isinstance(item, _Exclusive) and stream.busy:
+                    break  # the rows in flight finish first; later jobs wait behind the call
+                waiting.popleft()
+                if isinstance(item, _Exclusive):
+                    try:
+                        resolve(item.future, item.fn())
+                    except Exception as exc:
+                        resolve(item.future, error=exc)
+                else:
+                    self._start(stream, jobs, item)
+            for key in [k for k, job in jobs.items() if job.future.done()]:
+                stream.abort(key)  # cancelled: its caller is gone
+                del jobs[key]
+            if not stream.busy:
+                continue
+            started = time.monotonic()
+            try:
+                finished = stream.step()
+            except Exception as exc:  # the engine failed: every row in flight fails with it
+                self._fail_running(stream, jobs, exc)
+                continue
+            finally:
+                self.busy_s += time.monotonic() - started
+            self.batches += 1
+            for key, generations, _prompt_tokens in finished:
+                job = jobs.pop(key)
+                self.rows += len(generations)
+                resolve(job.future, generations)
+
+    @staticmethod
+    def _fail_running(stream, jobs: dict[Hashable, Job], error: BaseException) -> None:
+        for key, job in list(jobs.items()):
+            resolve(job.future, error=error)
+            try:
+                stream.abort(key)
+            except Exception:  # noqa: S110 (a dead engine cannot abort; the job is answered)
+                pass
+        jobs.clear()
+
+    def _start(self, stream, jobs: dict[Hashable, Job], job: Job) -> None:
+        if job.future.done():  # cancelled while queued
+            return
+        population = self.population
+        problem = self._member_problem(job.member, population)
+        if problem:
+            resolve(job.future, error=ValueError(problem))
+            return
+        key = next(self._keys)
+        try:
+            stream.use_population(population)
+            stream.add(
+                key, job.rows, generation_config(job.decoding, self.max_rows), member=job.member
+            )
+        except Exception as exc:  # e.g. a prompt longer than the engine's context
+            resolve(job.future, error=exc)
+            return
+        jobs[key] = job
 
     @staticmethod
     def _member_problem(member: int, population: PopulationPerturbation | None) -> str | None:

@@ -32,7 +32,7 @@ import socket
 import tempfile
 import threading
 import time
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +94,7 @@ class Gateway:
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._external: set[Future] = set()
+        self._local: dict[int, set[Future]] = {}  # id(session) -> its calls being generated
         self._calls = 0
         self._tokens = 0
         self._closed = False
@@ -203,17 +204,26 @@ class Gateway:
         finishes, but is not in the record."""
         with self._lock:
             session = self._sessions.pop(token, None)
+            running = self._local.pop(id(session), set())
         if session is None:
             raise KeyError("no open session has this token")
+        for future in running:  # nobody will read them: the batcher aborts their rows
+            future.cancel()
         return session.snapshot()
 
     def set_population(self, perturbation: PopulationPerturbation | None) -> None:
         """The ES population whose member m serves sessions opened with member=m (None: none)."""
         self._batcher.set_population(perturbation)
 
+    def run_exclusive(self, fn):
+        """`fn()` while no local row decodes (new weights for the backend; see
+        `Batcher.run_exclusive`)."""
+        return self._batcher.run_exclusive(fn)
+
     def usage(self) -> dict[str, int]:
         """Totals since start: generating calls answered, tokens generated, backend batches,
-        and the connections open now and cut off or refused at the cap."""
+        the connections open now and cut off or refused at the cap, and `busy_s`, the seconds
+        the backend spent generating."""
         with self._lock:
             calls, tokens, sessions = self._calls, self._tokens, len(self._sessions)
         return {
@@ -225,6 +235,7 @@ class Gateway:
             "connections": self._server.connections(),
             "connections_evicted": self._server.evicted,
             "connections_refused": self._server.refused,
+            "busy_s": self._batcher.busy_s,
         }
 
     # -- requests --------------------------------------------------------------------------
@@ -402,8 +413,17 @@ class Gateway:
             return self._forward(session, request, max_tokens)
         decoding = dataclasses.replace(request.decoding, max_tokens=max_tokens)
         rows = [p for p in prompts for _ in range(request.n)]
-        generations = self._batcher.submit(rows, decoding, session.member).result()
-        return outcome_of(generations, prompt_tokens)
+        future = self._batcher.submit(rows, decoding, session.member)
+        with self._lock:
+            self._local.setdefault(id(session), set()).add(future)
+        try:
+            result = future.result()
+        except CancelledError:
+            raise GatewayClosed("the session was closed while this call was generating") from None
+        finally:
+            with self._lock:
+                self._local.get(id(session), set()).discard(future)
+        return outcome_of(result, prompt_tokens)
 
     def _forward(self, session: Session, request: Request, max_tokens: int) -> Outcome:
         """Run the external call in its own thread, so that `close()` can answer it 503 at once;

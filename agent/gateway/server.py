@@ -37,7 +37,9 @@ from typing import Any, Protocol
 from agent.gateway.config import GatewayConfig
 
 REAP_INTERVAL_S = 0.1
-DRAIN_MAX_BYTES = 64 * 1024  # a refused body up to this is read so that the client reads the refusal
+DRAIN_MAX_BYTES = (
+    64 * 1024
+)  # a refused body up to this is read so that the client reads the refusal
 Answer = tuple[int, dict[str, Any]]  # (status, JSON body)
 
 

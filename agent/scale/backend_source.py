@@ -1,5 +1,6 @@
 """Where a policy replica gets its model: a `TransformersBackendConfig`, or any picklable
-zero-argument factory returning a `TransformersBackend` (tests use `TinyBackendFactory`).
+zero-argument factory returning a backend with a `.model` ES sets (`TransformersBackend`; tests
+use `TinyBackendFactory`), such as `VllmSource` (a vLLM engine and its host copy, `VllmPolicy`).
 
 A factory, not a model, crosses the network: each replica loads its own copy where it runs.
 """
@@ -13,6 +14,8 @@ from typing import TYPE_CHECKING, Union
 if TYPE_CHECKING:
     from agent.policy.tiny import TinyModelConfig
     from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
+    from agent.policy.vllm_backend import VllmBackendConfig
+    from agent.policy.vllm_policy import VllmPolicy
 
 BackendSource = Union["TransformersBackendConfig", Callable[[], "TransformersBackend"]]
 
@@ -30,6 +33,18 @@ class TinyBackendFactory:
         return TransformersBackend(*tiny_model(self.config))
 
 
+@dataclass(frozen=True)
+class VllmSource:
+    """A vLLM engine of `config` with its host-side copy of the model, built where it runs."""
+
+    config: VllmBackendConfig
+
+    def __call__(self) -> VllmPolicy:
+        from agent.policy.vllm_policy import VllmPolicy
+
+        return VllmPolicy.from_config(self.config)
+
+
 def build_backend(source: BackendSource) -> TransformersBackend:
     """Load the model a source describes, here (on whichever machine calls this)."""
     from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
@@ -38,9 +53,10 @@ def build_backend(source: BackendSource) -> TransformersBackend:
         return TransformersBackend.from_config(source)
     if callable(source):
         backend = source()
-        if not isinstance(backend, TransformersBackend):
+        if not (hasattr(backend, "model") and callable(getattr(backend, "generate", None))):
             raise TypeError(
-                f"a backend factory must return a TransformersBackend, got {type(backend).__name__}"
+                "a backend factory must return a backend with a .model and generate() (a "
+                f"TransformersBackend, a VllmPolicy), got {type(backend).__name__}"
             )
         return backend
     raise TypeError(

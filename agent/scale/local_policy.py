@@ -44,8 +44,13 @@ class LocalPolicy:
         self, records: Sequence[EsRecord | Mapping[str, Any]], checkpoint: Checkpoint | None = None
     ) -> int:
         """Weights become base + `records`, replayed here from their seeds, from `checkpoint`
-        on where it can be read (else from the base); returns how many records were replayed."""
-        return self.weights.set(records, checkpoint)
+        on where it can be read (else from the base); returns how many records were replayed.
+        A backend whose engine holds its own copy (`VllmPolicy`) gets the result pushed."""
+        replayed = self.weights.set(records, checkpoint)
+        sync = getattr(self.backend, "sync", None)
+        if sync is not None:
+            sync(self.weights.loaded, list(self.weights.base))
+        return replayed
 
     def generate(
         self,
@@ -72,4 +77,8 @@ class LocalPolicy:
         return self._population[1]
 
     def close(self) -> None:
-        """Nothing to release (the `Executor` interface closes every policy)."""
+        """Stop the backend's engine, if it has one (the `Executor` interface closes every
+        policy)."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()

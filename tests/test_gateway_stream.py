@@ -12,7 +12,7 @@ from concurrent.futures import CancelledError
 import pytest
 
 from agent.gateway import Budget, Gateway, GatewayConfig
-from agent.gateway.batcher import Batcher
+from agent.gateway.batcher import Batcher, GatewayClosed
 from agent.gateway.protocol import Decoding
 from agent.policy.backend import Generation
 from agent.scaffold.llm_client import LLM, LLMError
@@ -231,3 +231,36 @@ def test_a_cancelled_future_raises_cancelled(fake, batcher) -> None:
     with pytest.raises(CancelledError):
         job.result(timeout=10)
     assert batcher.run_exclusive(lambda: fake.added) == []  # never started
+
+
+class BlockingBackend:
+    """A static-batching backend whose `generate` waits for `release`."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def generate(self, prompts, config, perturbation=None, member_of_row=None, on_done=None):
+        self.entered.set()
+        self.release.wait(10)
+        return [Generation("x", 1, "length") for _ in prompts]
+
+
+def test_stop_while_a_batch_of_several_groups_generates_returns() -> None:
+    """stop() during the first of two groups: the worker fails the second group (and the queue)
+    and still sees the stop signal, so stop() returns instead of waiting forever."""
+    backend = BlockingBackend()
+    b = Batcher(backend, window_s=0.5, max_rows=64)
+    greedy = b.submit(["a"], decoding(2), -1)
+    sampled = b.submit(["b"], decoding(2, temperature=0.7), -1)  # another group, same batch
+    b.start()
+    assert backend.entered.wait(5)
+    stopper = threading.Thread(target=b.stop)
+    stopper.start()
+    time.sleep(0.2)
+    backend.release.set()
+    stopper.join(10)
+    assert not stopper.is_alive()
+    assert greedy.result(timeout=1)[0].text == "x"
+    with pytest.raises(GatewayClosed):
+        sampled.result(timeout=1)

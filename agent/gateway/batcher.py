@@ -347,14 +347,21 @@ class Batcher:
         return None
 
     def _fail_queued(self, jobs: list[Job]) -> None:
-        """Answer `jobs` and everything still queued with `GatewayClosed`."""
+        """Answer `jobs` and everything still queued with `GatewayClosed`. A stop signal met
+        on the way goes back in the queue: the worker, between two groups of a batch when
+        `stop()` came, must still find it (else it waits on an empty queue and `stop()` with it)."""
         closed = GatewayClosed("the gateway shut down before this request was generated")
         for job in jobs:
             resolve(job.future, error=closed)
+        stopping = False
         while True:
             try:
                 job = self._queue.get_nowait()
             except queue.Empty:
-                return
-            if job is not _STOP:
+                break
+            if job is _STOP:
+                stopping = True
+            else:
                 resolve(job.future, error=closed)
+        if stopping:
+            self._queue.put(_STOP)

@@ -352,10 +352,12 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     assert proposal.changes == {"scaffold/settings.py": expected}  # two knob lines, nothing else
     assert "+SAMPLES = 2" in proposal.diff
     assert proposal.flags == []
-    # every call went to the scripted endpoint: the diagnosis, then improve's greedy and sampled
-    # proposals (the scripted server answers the same text each time: one proposal, no check)
-    assert len(scripted.requests) == 3
-    assert all("Sample more." in r["messages"][1]["content"] for r in scripted.requests[1:])
+    # every call went to the scripted endpoint: the diagnosis, improve's greedy and sampled
+    # proposals (the scripted server answers the same text each time: one proposal), then solve
+    # on the failed task's examples with today's knobs and with the proposal's
+    assert len(scripted.requests) == 5
+    assert all("Sample more." in r["messages"][1]["content"] for r in scripted.requests[1:3])
+    assert [r["temperature"] for r in scripted.requests[3:]] == [0.0, 0.7]  # today's, proposed
     assert "Task prompt:" in scripted.requests[1]["messages"][1]["content"]
 
     with Archive(tmp_path / "run") as archive:

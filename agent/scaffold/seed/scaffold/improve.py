@@ -4,9 +4,10 @@ A small model cannot rewrite a file reliably, but it can change a line. So `impr
 model the agent's knobs (the assignments in scaffold/settings.py, with their comments) and the
 failed task, and asks for a few `NAME = value` lines. Several proposals are drawn; each is parsed
 (known knob, literal of the same type, in range) and tried on the failed task's visible examples
-(the `>>>` lines of its prompt) by running `solve` with the new knobs. The proposal that passes
-most examples is written into settings.py, one line per knob, comments kept. When no proposal
-parses, nothing changes (the loop then records an empty edit).
+(the `>>>` lines of its prompt) by running `solve` with the new knobs, and so are the knobs as
+they are. The proposal that passes most examples is written into settings.py, one line per knob,
+comments kept. When no proposal parses, or every one does worse than today's knobs, nothing
+changes (the loop then records an empty edit).
 """
 
 import ast
@@ -40,8 +41,11 @@ def improve(workspace, problem_statement, llm):
     if not proposals:
         return
     best = proposals[0]  # the greedy reply's, unless a check says otherwise
-    if task is not None and len(proposals) > 1:
+    if task is not None and doc_examples(task["prompt"]):
+        today = check_on_examples(task, {}, llm)
         scores = [check_on_examples(task, p, llm) for p in proposals]
+        if max(scores) < today:
+            return  # every proposal does worse than the knobs as they are: keep them
         best = proposals[scores.index(max(scores))]  # ties keep the earlier proposal
     with open(path, "w") as f:
         f.write(apply_knobs(source, best))

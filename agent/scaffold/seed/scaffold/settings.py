@@ -10,8 +10,8 @@
 # - "completion": the model continues the prompt (signature + docstring) and stops at a new
 #   top-level statement (STOPS); the program is the prompt plus that continuation.
 PROTOCOL = "instruct"
-SAMPLES = 1  # answers drawn per task
-TEMPERATURE = 0.0  # 0 = greedy; sampling needs > 0 for several different samples
+SAMPLES = 1  # answers drawn per task (each costs a full reply's tokens)
+TEMPERATURE = 0.0  # 0 = greedy (the model's best guess); > 0 samples, so SAMPLES differ
 MAX_TOKENS = 384  # new tokens per completion ("completion")
 INSTRUCT_MAX_TOKENS = 768  # new tokens per reply ("instruct": it restates the signature first)
 # A completion ends where a new top-level statement starts (the function is done).
@@ -28,5 +28,11 @@ RESPONSE_PREFIX = (
 FENCE = "`" * 3
 # A reply ends at its closing fence, or where it starts a demo after the function.
 INSTRUCT_STOPS = ["\n" + FENCE + "\n", "\nif __name__", "\ndef main(", "\nprint("]
-# With several samples: keep the one that passes most of the prompt's `>>>` examples.
+# With several samples: keep the one that passes most of the prompt's `>>>` examples (the task's
+# visible examples, run in a child process). Helps when samples differ (TEMPERATURE > 0).
 SELECT_BY_EXAMPLES = False
+# A second try, paid only where needed: when no program so far reproduces all of the prompt's
+# `>>>` examples, draw RETRY_SAMPLES more at RETRY_TEMPERATURE and keep the program that passes
+# most examples (0 = never; tasks whose examples pass cost nothing extra).
+RETRY_SAMPLES = 0
+RETRY_TEMPERATURE = 0.8

@@ -21,31 +21,37 @@ _NO_CHAT_TEMPLATE = []  # set once the gateway says its model has no chat templa
 
 def solve(task, llm):
     prompt = task["prompt"]
-    programs = candidates(task, llm)
-    if len(programs) > 1 and settings.SELECT_BY_EXAMPLES:
-        scores = [examples_passed(p, prompt) for p in programs]
-        return programs[scores.index(max(scores))]  # ties keep the earliest sample
-    return programs[0]
+    programs = candidates(task, llm, settings.SAMPLES, settings.TEMPERATURE)
+    checking = (settings.SELECT_BY_EXAMPLES and len(programs) > 1) or settings.RETRY_SAMPLES > 0
+    examples = doc_examples(prompt) if checking else []
+    if not examples:
+        return programs[0]
+    scores = [examples_passed(p, prompt) for p in programs]
+    if max(scores) < len(examples) and settings.RETRY_SAMPLES > 0:
+        more = candidates(task, llm, settings.RETRY_SAMPLES, settings.RETRY_TEMPERATURE)
+        programs += more
+        scores += [examples_passed(p, prompt) for p in more]
+    return programs[scores.index(max(scores))]  # ties keep the earliest program
 
 
-def candidates(task, llm):
-    """`settings.SAMPLES` programs under `settings.PROTOCOL` (instruct falls back to completion
-    for a model without a chat template)."""
+def candidates(task, llm, n, temperature):
+    """`n` programs under `settings.PROTOCOL` (instruct falls back to completion for a model
+    without a chat template)."""
     if settings.PROTOCOL not in ("instruct", "completion"):
         raise ValueError(
             f"settings.PROTOCOL must be 'instruct' or 'completion', not {settings.PROTOCOL!r}"
         )
     if settings.PROTOCOL == "instruct" and not _NO_CHAT_TEMPLATE:
         try:
-            return instruct_programs(task, llm)
+            return instruct_programs(task, llm, n, temperature)
         except LLMError as exc:
             if exc.status != 400 or "chat template" not in str(exc):
                 raise
             _NO_CHAT_TEMPLATE.append(True)
-    return completion_programs(task, llm)
+    return completion_programs(task, llm, n, temperature)
 
 
-def instruct_programs(task, llm):
+def instruct_programs(task, llm, n, temperature):
     """Ask for a self-contained script, with the reply started by an opening fence; keep its
     imports and the definitions the entry point needs."""
     fence = settings.FENCE
@@ -55,22 +61,22 @@ def instruct_programs(task, llm):
         [{"role": "user", "content": request}, {"role": "assistant", "content": opening}],
         continue_final=True,
         max_tokens=settings.INSTRUCT_MAX_TOKENS,
-        temperature=settings.TEMPERATURE,
+        temperature=temperature,
         stop=settings.INSTRUCT_STOPS,
-        n=settings.SAMPLES,
+        n=n,
     )
     return [reply_program(reply, task["entry_point"]) for reply in replies]
 
 
-def completion_programs(task, llm):
+def completion_programs(task, llm, n, temperature):
     """Continue the prompt; each program is the prompt plus one continuation."""
     prompt = task["prompt"]
     completions = llm.complete(
         prompt,
         max_tokens=settings.MAX_TOKENS,
-        temperature=settings.TEMPERATURE,
+        temperature=temperature,
         stop=settings.STOPS,
-        n=settings.SAMPLES,
+        n=n,
     )
     return [prompt + c for c in completions]
 

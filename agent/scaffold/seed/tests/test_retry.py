@@ -1,0 +1,106 @@
+"""The retry knob and improve's check against today's knobs, with a scripted model.
+
+An agent whose settings no longer have the retry (it rewrote its solve) has nothing here to test."""
+
+import tempfile
+from pathlib import Path
+
+from scaffold import settings
+from scaffold.improve import improve
+from scaffold.solve import solve
+
+PROMPT = 'def add(a, b):\n    """Sum.\n    >>> add(1, 2)\n    3\n    """\n'
+TASK = {"task_id": "t", "prompt": PROMPT, "entry_point": "add"}
+WRONG = "def add(a, b):\n    return a - b\n"
+RIGHT = "def add(a, b):\n    return a + b\n"
+
+
+class ScriptedModel:
+    """Greedy calls answer WRONG; sampled ones answer RIGHT (as a chat reply or a continuation);
+    proposals come from `proposals`."""
+
+    def __init__(self, proposals=()):
+        self.proposals = list(proposals)
+        self.calls = []
+
+    def chat(self, messages, temperature=0.0, n=1, **_):
+        self.calls.append((temperature, n))
+        if "You tune a coding agent" in messages[0]["content"]:
+            return self.proposals[:1] if temperature == 0 else self.proposals[1 : 1 + n]
+        return [WRONG if temperature == 0 else RIGHT] * n
+
+    def complete(self, prompt, temperature=0.0, n=1, **_):  # settings.PROTOCOL = "completion"
+        self.calls.append((temperature, n))
+        body = (WRONG if temperature == 0 else RIGHT).split("\n", 1)[1]
+        return [body] * n
+
+
+HAS_RETRY = hasattr(settings, "RETRY_SAMPLES")
+
+
+GREEDY = {
+    "SAMPLES": 1,
+    "TEMPERATURE": 0.0,
+    "SELECT_BY_EXAMPLES": False,
+    "RETRY_SAMPLES": 0,
+    "RETRY_TEMPERATURE": 0.8,
+}  # the knobs these tests set, whatever the agent's settings say now
+
+
+def with_knobs(**knobs):
+    saved = {k: getattr(settings, k) for k in knobs}
+    for k, v in knobs.items():
+        setattr(settings, k, v)
+    return saved
+
+
+def test_no_retry_by_default_one_greedy_call():
+    if not HAS_RETRY:
+        return
+    saved = with_knobs(**GREEDY)
+    try:
+        model = ScriptedModel()
+        assert "a - b" in solve(TASK, model)
+        assert model.calls == [(0.0, 1)]
+    finally:
+        with_knobs(**saved)
+
+
+def test_retry_only_when_the_examples_fail():
+    if not HAS_RETRY:
+        return
+    saved = with_knobs(**{**GREEDY, "RETRY_SAMPLES": 3})
+    try:
+        model = ScriptedModel()
+        assert "a + b" in solve(TASK, model)
+        assert model.calls == [(0.0, 1), (0.8, 3)]
+        model.calls.clear()
+        solve({**TASK, "prompt": PROMPT.replace("    3\n", "    -1\n")}, model)
+        assert model.calls == [(0.0, 1)]  # greedy already reproduces the example: no retry
+    finally:
+        with_knobs(**saved)
+
+
+def test_improve_keeps_today_s_knobs_when_every_proposal_does_worse():
+    if not HAS_RETRY:
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        check_improve_against_today(Path(folder))
+
+
+def check_improve_against_today(workspace):
+    statement = f"Task prompt:\n```python\n{PROMPT}```\nEntry point: add\n"
+    settings_file = workspace / "scaffold" / "settings.py"
+    settings_file.parent.mkdir()
+    source = "RETRY_SAMPLES = 2\nRETRY_TEMPERATURE = 0.8\nTEMPERATURE = 0.0\n"
+    settings_file.write_text(source)
+    saved = with_knobs(**{**GREEDY, "RETRY_SAMPLES": 2})
+    try:
+        improve(str(workspace), statement, ScriptedModel(["```python\nRETRY_SAMPLES = 0\n```"]))
+        assert settings_file.read_text() == source  # the proposal loses the example: not kept
+        with_knobs(RETRY_SAMPLES=0)
+        settings_file.write_text(source.replace("= 2", "= 0"))
+        improve(str(workspace), statement, ScriptedModel(["```python\nRETRY_SAMPLES = 2\n```"]))
+        assert "RETRY_SAMPLES = 2\n" in settings_file.read_text()
+    finally:
+        with_knobs(**saved)

@@ -78,13 +78,6 @@ def seed_files() -> Files:
     return read_files(SEED_DIR)
 
 
-def write_files(root: Path, files: Mapping[str, str]) -> None:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-
 def apply_changes(files: Mapping[str, str], changes: Mapping[str, str | None]) -> Files:
     """`files` with `changes` applied: a text replaces or adds a file, None deletes it."""
     out = dict(files)

@@ -103,9 +103,6 @@ class SolveResult:
     def tokens(self) -> int:
         return sum(s.tokens_used for s in self.sessions)
 
-    def of_member(self, member: int) -> list[Attempt]:
-        return [a for a in self.attempts if a.member == member]
-
     def transcript_for(self, task: Task) -> list:
         """The gateway calls whose prompt carried this task's prompt (for diagnosis)."""
         return [

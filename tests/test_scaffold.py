@@ -350,7 +350,10 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     )
     assert expected != settings
     assert proposal.changes == {"scaffold/settings.py": expected}  # two knob lines, nothing else
-    assert "+SAMPLES = 2" in proposal.diff
+    # the validated child (what the self-test ran) is the parent with those lines changed
+    assert proposal.files == apply_changes(seed, proposal.changes)
+    child_settings = proposal.files["scaffold/settings.py"].splitlines()
+    assert any(line.startswith("SAMPLES = 2") for line in child_settings)
     assert proposal.flags == []
     # every call went to the scripted endpoint: the diagnosis, then improve's greedy and sampled
     # proposals (the scripted server answers the same text each time: one proposal, no check)

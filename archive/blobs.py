@@ -47,9 +47,6 @@ class BlobStore:
     def names(self) -> list[str]:
         return [p.name for p in self.path.iterdir() if p.is_file()]
 
-    def is_temp(self, name: str) -> bool:
-        return name.startswith(_TMP_PREFIX)
-
     def _fsync_dir(self) -> None:
         fd = os.open(self.path, os.O_RDONLY)
         try:

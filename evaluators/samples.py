@@ -6,8 +6,6 @@ sanitized reply is), read strictly and written back with verdicts: `SAMPLES.json
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -18,6 +16,7 @@ from evaluators.jsonl_lines import LineError, json_lines
 from evaluators.passk import mean_pass_at_k
 from evaluators.scoring import result_text
 from evaluators.task import Task
+from lineage_files import write_atomically
 from sandbox.job import Status, Verdict
 
 
@@ -103,17 +102,6 @@ def results_path(samples_path: Path) -> Path:
 
 def summary_path(samples_path: Path) -> Path:
     return Path(f"{samples_path}_summary.json")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, rename: a kill leaves the old file or the new one."""
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, delete=False, suffix=".part", encoding="utf-8"
-    ) as tmp:
-        tmp.write(text)
-        tmp.flush()
-        os.fsync(tmp.fileno())
-    os.replace(tmp.name, path)
 
 
 def write_results(path: Path, samples: Sequence[Sample], verdicts: Sequence[Verdict]) -> None:

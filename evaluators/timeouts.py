@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from typing import Protocol
 
 from evaluators.checks import build_job
 from evaluators.task import Task
+from lineage_files import write_atomically
 from sandbox.job import Job, Limits, Status, Verdict
 
 
@@ -72,9 +71,7 @@ def read_runtimes(path: Path) -> dict[str, float]:
 
 def write_runtimes(path: Path, runtimes: Mapping[str, float]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".part") as tmp:
-        json.dump(dict(sorted(runtimes.items())), tmp, indent=0)
-    os.replace(tmp.name, path)
+    write_atomically(path, json.dumps(dict(sorted(runtimes.items())), indent=0))
 
 
 def measure_references(

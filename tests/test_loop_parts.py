@@ -232,7 +232,7 @@ def test_default_config_is_valid_and_roundtrips():
 
 
 def test_a_dead_agent_container_is_an_infra_error_not_a_failure():
-    from agent.scaffold.solving import SolveResult, _attempts, judge
+    from agent.scaffold.solving import _attempts, _score_attempts
     from evaluators.datasets import load_humaneval
     from sandbox.job import Status, Verdict
 
@@ -244,7 +244,7 @@ def test_a_dead_agent_container_is_an_infra_error_not_a_failure():
     task = load_humaneval()[0]
     dead = _attempts(0, [task], Verdict(Status.INFRA_ERROR, detail="container died twice"))
     crashed = _attempts(1, [task], Verdict(Status.TIMEOUT, detail="timed out"))
-    judged = judge(SolveResult(dead + crashed), NoJobs()).attempts
+    judged = _score_attempts(dead + crashed, NoJobs(), None, None)
     assert [a.verdict.status for a in judged] == [Status.INFRA_ERROR, Status.ERROR]
 
 

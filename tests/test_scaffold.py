@@ -23,7 +23,7 @@ from agent.scaffold import solving
 from agent.scaffold.edit import EditConfig, check_changes, propose
 from agent.scaffold.jobs import improve_job, selftest_job
 from agent.scaffold.repo import apply_changes, read_files, seed_files
-from agent.scaffold.solving import SolveConfig, judge, solve
+from agent.scaffold.solving import Scoring, SolveConfig, solve
 from archive import Archive
 from evaluators.datasets import load_humaneval
 from sandbox import Limits, SandboxConfig, SandboxPool, Status
@@ -133,7 +133,9 @@ def short(files: dict[str, str]) -> dict[str, str]:
 def test_seed_scaffold_solves_in_the_sandbox_through_the_gateway(
     agent_pool, scoring_pool, gateway, tasks
 ):
-    result = solve(short(seed_files()), tasks, agent_pool, gateway, FAST)
+    result = solve(
+        short(seed_files()), tasks, agent_pool, gateway, FAST, scoring=Scoring(scoring_pool)
+    )
     assert [a.task.task_id for a in result.attempts] == [t.task_id for t in tasks]
     for attempt in result.attempts:
         assert attempt.error is None, attempt.error
@@ -143,9 +145,8 @@ def test_seed_scaffold_solves_in_the_sandbox_through_the_gateway(
     assert len(calls) == len(tasks)
     assert result.tokens > 0
     assert all(result.transcript_for(t) for t in tasks)
-    judged = judge(result, scoring_pool)
-    assert all(a.verdict is not None for a in judged.attempts)
-    assert not any(a.verdict.status is Status.INFRA_ERROR for a in judged.attempts)
+    assert all(a.verdict is not None for a in result.attempts)
+    assert not any(a.verdict.status is Status.INFRA_ERROR for a in result.attempts)
 
 
 class EventMeter:
@@ -192,9 +193,11 @@ def test_scoring_overlaps_generation_and_equals_judging_after(
         gateway,
         one_per_job,
         meter=meter,
-        scoring=solving.Scoring(scoring_pool),
+        scoring=Scoring(scoring_pool),
     )
-    after = judge(solve(files, tasks, agent_pool, gateway, one_per_job), scoring_pool)
+    # judging after: one job holds every task, so scoring starts once all of them are answered
+    all_in_one = SolveConfig(tasks_per_job=len(tasks), threads=1, wall_s=60)
+    after = solve(files, tasks, agent_pool, gateway, all_in_one, scoring=Scoring(scoring_pool))
     statuses = [a.verdict.status for a in streamed.attempts]
     assert statuses == [Status.PASSED, Status.ERROR, Status.FAILED]
     assert statuses == [a.verdict.status for a in after.attempts]
@@ -333,7 +336,7 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     agent_pool, scoring_pool, gateway, tasks, tmp_path
 ):
     seed = short(seed_files())
-    failed = judge(solve(seed, tasks, agent_pool, gateway, FAST), scoring_pool).attempts
+    failed = solve(seed, tasks, agent_pool, gateway, FAST, scoring=Scoring(scoring_pool)).attempts
     assert any(not a.passed for a in failed)
     scripted = ScriptedEndpoint("It stopped too early. Sample more.", NEW_KNOBS)
     try:
@@ -350,7 +353,10 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     )
     assert expected != settings
     assert proposal.changes == {"scaffold/settings.py": expected}  # two knob lines, nothing else
-    assert "+SAMPLES = 2" in proposal.diff
+    # the validated child (what the self-test ran) is the parent with those lines changed
+    assert proposal.files == apply_changes(seed, proposal.changes)
+    child_settings = proposal.files["scaffold/settings.py"].splitlines()
+    assert any(line.startswith("SAMPLES = 2") for line in child_settings)
     assert proposal.flags == []
     # every call went to the scripted endpoint: the diagnosis, improve's greedy and sampled
     # proposals (the scripted server answers the same text each time: one proposal), then solve
@@ -372,7 +378,7 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     child_files = read_files(tmp_path / "child")
     assert child_files == apply_changes(seed, proposal.changes)
     # the child's scaffold now draws two samples per task, through the same path
-    result = judge(solve(child_files, tasks[:2], agent_pool, gateway, FAST), scoring_pool)
+    result = solve(child_files, tasks[:2], agent_pool, gateway, FAST, scoring=Scoring(scoring_pool))
     assert all(a.error is None for a in result.attempts)
     assert all(len(s.calls) >= 1 for s in result.sessions)
     assert sum(len(c.texts) for s in result.sessions for c in s.calls) == 4  # 2 tasks x 2
@@ -400,7 +406,9 @@ def test_a_broken_edit_becomes_a_failure_not_an_exception(
     """An agent whose own improve writes a broken file (any agent may): the host's checks and
     the self-test turn it into a failed proposal with the reason."""
     seed = short(seed_files())
-    failed = judge(solve(seed, tasks[:2], agent_pool, gateway, FAST), scoring_pool).attempts
+    failed = solve(
+        seed, tasks[:2], agent_pool, gateway, FAST, scoring=Scoring(scoring_pool)
+    ).attempts
     agent = {**seed, "scaffold/improve.py": REWRITING_IMPROVE.format(text=text)}
     scripted = ScriptedEndpoint("Rewrite scaffold/text.py.", "unused")
     try:
@@ -428,8 +436,8 @@ def test_the_real_small_model_runs_the_whole_edit_path(sandbox_image, tasks, sco
         with Gateway(small, GatewayConfig(), tokenizer_chat_template(small.tokenizer)) as g:
             config = SandboxConfig(workers=2, gateway_dir=str(Path(g.socket_path).parent))
             with SandboxPool(config, image=sandbox_image) as pool:
-                attempts = judge(
-                    solve(short(seed_files()), tasks[:2], pool, g, FAST), scoring_pool
+                attempts = solve(
+                    short(seed_files()), tasks[:2], pool, g, FAST, scoring=Scoring(scoring_pool)
                 ).attempts
                 assert all(a.error is None for a in attempts)
                 edit = EditConfig(improve_tokens=256, diagnosis_tokens=96, improve_wall_s=240)

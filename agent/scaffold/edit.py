@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from agent.gateway import Budget, ExternalEndpoint, Gateway
 from agent.scaffold.jobs import PROTECTED_PATHS, improve_job, selftest_job
 from agent.scaffold.llm_client import LLM, LLMError
-from agent.scaffold.repo import Files, apply_changes, unified_diff
+from agent.scaffold.repo import Files, apply_changes
 from agent.scaffold.solving import Attempt
 from agent.scaffold.syntax import syntax_problem
 from archive.paths import MAX_SCAFFOLD_BYTES, path_problem, size_problem, tree_problem
@@ -52,7 +52,6 @@ class Proposal:
 
     changes: dict[str, str | None] = field(default_factory=dict)
     files: Files = field(default_factory=dict)
-    diff: str = ""
     diagnosis: str = ""
     problem_statement: str = ""
     flags: list[str] = field(default_factory=list)
@@ -238,7 +237,6 @@ def propose(
         return proposal
     proposal.changes = dict(changes)
     proposal.files = apply_changes(files, changes)
-    proposal.diff = unified_diff(files, proposal.files)
     proposal.flags = flags_for(changes)
     return validate(proposal, agent_pool, config)
 

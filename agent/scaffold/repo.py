@@ -6,7 +6,6 @@ the sandbox alone).
 
 from __future__ import annotations
 
-import difflib
 import os
 import stat
 from collections.abc import Mapping
@@ -78,13 +77,6 @@ def seed_files() -> Files:
     return read_files(SEED_DIR)
 
 
-def write_files(root: Path, files: Mapping[str, str]) -> None:
-    for rel, text in files.items():
-        path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-
-
 def apply_changes(files: Mapping[str, str], changes: Mapping[str, str | None]) -> Files:
     """`files` with `changes` applied: a text replaces or adds a file, None deletes it."""
     out = dict(files)
@@ -94,21 +86,3 @@ def apply_changes(files: Mapping[str, str], changes: Mapping[str, str | None]) -
         else:
             out[rel] = text
     return out
-
-
-def unified_diff(old: Mapping[str, str], new: Mapping[str, str]) -> str:
-    """The change between two versions of a scaffold, as one unified diff (for people and LLMs)."""
-    chunks = []
-    for rel in sorted(set(old) | set(new)):
-        a, b = old.get(rel), new.get(rel)
-        if a == b:
-            continue
-        chunks.extend(
-            difflib.unified_diff(
-                (a or "").splitlines(keepends=True),
-                (b or "").splitlines(keepends=True),
-                fromfile=f"a/{rel}" if a is not None else "/dev/null",
-                tofile=f"b/{rel}" if b is not None else "/dev/null",
-            )
-        )
-    return "".join(chunks)

@@ -103,9 +103,6 @@ class SolveResult:
     def tokens(self) -> int:
         return sum(s.tokens_used for s in self.sessions)
 
-    def of_member(self, member: int) -> list[Attempt]:
-        return [a for a in self.attempts if a.member == member]
-
     def transcript_for(self, task: Task) -> list:
         """The gateway calls whose prompt carried this task's prompt (for diagnosis)."""
         return [
@@ -129,7 +126,7 @@ def solve(
 ) -> SolveResult:
     """Every (member, task) answered by the scaffold in the sandbox.
 
-    Without `scoring` the attempts come back unscored (see `judge`). With it, each agent job's
+    Without `scoring` the attempts come back unscored. With it, each agent job's
     answers are scored as soon as the job returns, while the other jobs are still generating, so
     judging overlaps generation instead of waiting for the slowest job.
     """
@@ -250,20 +247,6 @@ def _attempts(member: int, chunk: list[Task], verdict: Verdict | None) -> list[A
             error = answer.get("error")
             out.append(Attempt(task, member, answer["program"], str(error) if error else None))
     return out
-
-
-def judge(
-    result: SolveResult,
-    scoring_pool: JobRunner,
-    timeouts: Mapping[str, float] | None = None,
-    meter: Meter | None = None,
-) -> SolveResult:
-    """Score every attempt's program with the evaluators (empty programs fail without a job)."""
-    if meter:
-        meter.begin("scoring", len(result.attempts))
-    return SolveResult(
-        _score_attempts(result.attempts, scoring_pool, timeouts, meter), result.sessions
-    )
 
 
 def _score_attempts(

@@ -34,8 +34,8 @@ from agent.loop.operators import Child, both, choose_operator, es_step, scaffold
 from agent.loop.runtime import Runtime, model_hash
 from agent.scaffold.repo import ScaffoldError, seed_files
 from archive import Archive, Score, Status, UnsafeScaffoldError
-from evaluators.samples import write_atomically
 from evaluators.stats import PairedDifference, paired_on_shared
+from lineage_files import write_atomically
 
 INFRA_STREAK_MAX = 3  # children in a row lost to sandbox failures: the sandbox is broken, stop
 

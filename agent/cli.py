@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
+
+# vLLM logs its engine's setup at INFO, and a warning per cast weight, over the progress bars;
+# a user who wants them sets VLLM_LOGGING_LEVEL (read when vllm is first imported, below).
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 from agent.commands import eval as eval_commands
 from agent.commands import export as export_commands

@@ -360,10 +360,11 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     assert proposal.flags == []
     # every call went to the scripted endpoint: the diagnosis, improve's greedy and sampled
     # proposals (the scripted server answers the same text each time: one proposal), then solve
-    # on the failed task's examples with today's knobs and with the proposal's
-    assert len(scripted.requests) == 5
+    # on the failed task's examples with today's knobs, the proposal's, and up to four one-knob
+    # neighbours' (all tie at 0 here, so the model's proposal, the earliest, is kept)
+    assert 5 <= len(scripted.requests) <= 9
     assert all("Sample more." in r["messages"][1]["content"] for r in scripted.requests[1:3])
-    assert [r["temperature"] for r in scripted.requests[3:]] == [0.0, 0.7]  # today's, proposed
+    assert [r["temperature"] for r in scripted.requests[3:5]] == [0.0, 0.7]  # today's, proposed
     assert "Task prompt:" in scripted.requests[1]["messages"][1]["content"]
 
     with Archive(tmp_path / "run") as archive:

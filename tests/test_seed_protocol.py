@@ -20,7 +20,7 @@ from agent.policy.tiny import TinyModelConfig, tiny_model
 from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
 from agent.scaffold.jobs import PROTECTED_PATHS
 from agent.scaffold.repo import seed_files
-from agent.scaffold.solving import SolveConfig, judge, solve
+from agent.scaffold.solving import Scoring, SolveConfig, solve
 from evaluators.datasets import load_humaneval
 from evaluators.sanitize import reply_program
 from sandbox import SandboxConfig, SandboxPool, Status
@@ -152,10 +152,9 @@ def test_base_node_programs_are_lineage_eval_instruct_programs(tmp_path: Path, s
         with (
             Gateway(backend, GatewayConfig(), template) as gateway,
             pool_for(gateway, sandbox_image) as pool,
+            SandboxPool(SandboxConfig(workers=1), image=sandbox_image) as scoring,
         ):
-            solved = solve(files, tasks, pool, gateway, config)
-            with SandboxPool(SandboxConfig(workers=1), image=sandbox_image) as scoring:
-                judged = judge(solved, scoring).attempts
+            judged = solve(files, tasks, pool, gateway, config, scoring=Scoring(scoring)).attempts
     finally:
         torch.set_num_threads(threads)
     lines = (tmp_path / "samples.jsonl_results.jsonl").read_text().splitlines()

@@ -2,17 +2,19 @@
 
 A small model cannot rewrite a file reliably, but it can change a line. So `improve` shows the
 model the agent's knobs (the assignments in scaffold/settings.py, with their comments) and the
-failed task, and asks for a few `NAME = value` lines. Several proposals are drawn; each is parsed
-(known knob, literal of the same type, in range) and tried on the failed task's visible examples
-(the `>>>` lines of its prompt) by running `solve` with the new knobs, and so are the knobs as
-they are. The proposal that passes most examples is written into settings.py, one line per knob,
-comments kept. When no proposal parses, or every one does worse than today's knobs, nothing
-changes (the loop then records an empty edit).
+failed task, and asks for a few `NAME = value` lines. Several proposals are drawn, and a few
+one-knob neighbours of today's settings are added without the model (a flag flipped, a number
+halved, nudged or doubled); each is parsed (known knob, literal of the same type, in range) and
+tried on the failed task's visible examples (the `>>>` lines of its prompt) by running `solve`
+with the new knobs, and so are the knobs as they are. The proposal that passes most examples is written into settings.py, one line per knob,
+comments kept. When no proposal parses, when today's knobs already pass the examples, or when
+every proposal does worse than them, nothing changes (the loop then records an empty edit).
 """
 
 import ast
 import io
 import os
+import random
 import re
 import tokenize
 
@@ -23,11 +25,13 @@ from scaffold.text import code_blocks, doc_examples
 SETTINGS = "scaffold/settings.py"
 PROPOSALS = 4  # replies drawn from the model per self-edit (one greedy, the rest sampled)
 PROPOSAL_TEMPERATURE = 0.8
-PROPOSAL_TOKENS = 96
+PROPOSAL_TOKENS = 160
 MAX_KNOBS_PER_PROPOSAL = 3
 MIN_INT_CEILING = 16  # an int knob may go from 1 to max(16, twice its value)
 FLOAT_RANGE = (0.0, 1.5)
 MAX_STR_KNOB = 32
+MAX_NOTE_CHARS = 120  # of a knob's comment, as the proposer is shown it
+NEIGHBOURS = 4  # one-knob changes drawn without the model, tried beside its proposals
 
 
 def improve(workspace, problem_statement, llm):
@@ -37,12 +41,16 @@ def improve(workspace, problem_statement, llm):
     knobs = read_knobs(source)
     task = task_of(problem_statement)
     replies = ask_for_proposals(knobs, problem_statement, llm)
-    proposals = unique([p for p in (parse_proposal(r, knobs) for r in replies) if p])
+    proposed = [p for p in (parse_proposal(r, knobs) for r in replies) if p]
+    rng = random.Random(problem_statement)  # the same failure draws the same neighbours
+    proposals = unique(proposed + neighbours(knobs, rng, NEIGHBOURS))
     if not proposals:
         return
     best = proposals[0]  # the greedy reply's, unless a check says otherwise
     if task is not None and doc_examples(task["prompt"]):
         today = check_on_examples(task, {}, llm)
+        if today == 1.0:
+            return  # today's knobs pass every example: the examples cannot tell proposals apart
         scores = [check_on_examples(task, p, llm) for p in proposals]
         if max(scores) < today:
             return  # every proposal does worse than the knobs as they are: keep them
@@ -95,7 +103,9 @@ def read_knobs(source):
 
 
 def ask_for_proposals(knobs, problem_statement, llm):
-    described = "\n".join(f"{name} = {value!r}  # {why}" for name, (value, why) in knobs.items())
+    described = "\n".join(
+        f"{name} = {value!r}  # {first_sentence(why)}" for name, (value, why) in knobs.items()
+    )
     messages = [
         {
             "role": "system",
@@ -124,17 +134,27 @@ def ask_for_proposals(knobs, problem_statement, llm):
     return replies
 
 
-_ASSIGN = re.compile(r"^\s*([A-Z][A-Z0-9_]*)\s*=\s*(.+?)\s*(#.*)?$")
+# `NAME = literal` wherever it stands: on its own line, or in prose ("set SAMPLES = 2, ...")
+def first_sentence(text):
+    """A knob's comment cut to its first sentence: a small model echoes long ones back whole
+    and has no tokens left for its proposal."""
+    head = re.split(r"(?<=\.)\s", text, maxsplit=1)[0]
+    return head if len(head) <= MAX_NOTE_CHARS else head[: MAX_NOTE_CHARS - 3] + "..."
+
+
+_ASSIGN = re.compile(
+    r"\b([A-Z][A-Z0-9_]*)\s*=\s*('[^'\n]*'|\"[^\"\n]*\"|True|False|-?\d+(?:\.\d+)?(?:[eE]-?\d+)?)"
+)
 
 
 def parse_proposal(reply, knobs):
-    """{name: value} from a reply's `NAME = value` lines: known knobs, literals of the knob's
-    type, in range, different from now. None when nothing usable is left."""
+    """{name: value} from a reply's `NAME = value` assignments (its code blocks, else the whole
+    reply): known knobs, literals of the knob's type, in range, different from now. None when
+    nothing usable is left."""
     text = "\n".join(code_blocks(reply)) or reply
     changes = {}
-    for line in text.splitlines():
-        match = _ASSIGN.match(line)
-        if not match or match.group(1) not in knobs:
+    for match in _ASSIGN.finditer(text):
+        if match.group(1) not in knobs:
             continue
         name, raw = match.group(1), match.group(2)
         try:
@@ -164,6 +184,29 @@ def coerce(value, current):
     if isinstance(current, str):
         return value if isinstance(value, str) and proposable(value) else None
     return None
+
+
+def neighbours(knobs, rng, count):
+    """Up to `count` one-knob changes of today's settings, each on another knob: a flag
+    flipped, a number halved, nudged or doubled. A search step that needs no model (a small one
+    proposes little that parses), judged on the examples like the model's proposals."""
+    steps = {name: values for name, (value, _) in knobs.items() if (values := near(value))}
+    chosen = rng.sample(sorted(steps), min(count, len(steps)))
+    return [{name: rng.choice(steps[name])} for name in chosen]
+
+
+def near(value):
+    """The values one step from `value` that `coerce` accepts (words have none: a made-up word
+    is no valid setting)."""
+    if isinstance(value, bool):
+        return [not value]
+    if isinstance(value, int):
+        steps = {max(1, value // 2), max(2, 2 * value)} | ({value + 1} if value < 8 else set())
+    elif isinstance(value, float):
+        steps = {round(value + d, 2) for d in (-0.4, -0.2, 0.2, 0.4)}
+    else:
+        return []
+    return sorted(v for v in steps if v != value and coerce(v, value) is not None)
 
 
 def unique(proposals):

@@ -28,11 +28,11 @@ RESPONSE_PREFIX = (
 FENCE = "`" * 3
 # A reply ends at its closing fence, or where it starts a demo after the function.
 INSTRUCT_STOPS = ["\n" + FENCE + "\n", "\nif __name__", "\ndef main(", "\nprint("]
-# With several samples: keep the one that passes most of the prompt's `>>>` examples (the task's
-# visible examples, run in a child process). Helps when samples differ (TEMPERATURE > 0).
+# Of several samples, keep the one that passes most of the prompt's `>>>` examples. They run in a
+# child process; this helps only when samples differ (TEMPERATURE > 0).
 SELECT_BY_EXAMPLES = False
-# A second try, paid only where needed: when no program so far reproduces all of the prompt's
-# `>>>` examples, draw RETRY_SAMPLES more at RETRY_TEMPERATURE and keep the program that passes
-# most examples (0 = never; tasks whose examples pass cost nothing extra).
+# Extra samples, drawn only for a task whose programs so far fail its `>>>` examples (0 = never).
+# They are sampled at RETRY_TEMPERATURE and the program passing most examples is kept; tasks whose
+# examples pass cost nothing extra.
 RETRY_SAMPLES = 0
-RETRY_TEMPERATURE = 0.8
+RETRY_TEMPERATURE = 0.8  # how varied the extra samples are (0 = all the same)

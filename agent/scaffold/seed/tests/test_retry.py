@@ -104,3 +104,25 @@ def check_improve_against_today(workspace):
         assert "RETRY_SAMPLES = 2\n" in settings_file.read_text()
     finally:
         with_knobs(**saved)
+
+
+def test_improve_steps_to_a_neighbour_when_the_model_proposes_nothing():
+    if not HAS_RETRY:
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        settings_file = Path(folder) / "scaffold" / "settings.py"
+        settings_file.parent.mkdir()
+        source = "RETRY_SAMPLES = 0  # extra samples\nSELECT_BY_EXAMPLES = False\n"
+        settings_file.write_text(source)
+        statement = f"Task prompt:\n```python\n{PROMPT}```\nEntry point: add\n"
+        saved = with_knobs(**GREEDY)
+        try:
+            improve(folder, statement, ScriptedModel(["no settings to offer"] * 4))
+        finally:
+            with_knobs(**saved)
+        # of the neighbours (RETRY_SAMPLES 1 or 2, SELECT_BY_EXAMPLES on), only a retry passes
+        # the example, so that one is written, its comment kept
+        assert settings_file.read_text() in (
+            source.replace("= 0", "= 1"),
+            source.replace("= 0", "= 2"),
+        )

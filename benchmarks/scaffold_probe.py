@@ -9,7 +9,7 @@ settings on the held-out tasks would be test-set tuning.
         [--tasks 0] --variant base --variant retry4:RETRY_SAMPLES=4 [--json PATH]
 
 Figures per variant: pass@1, generated tokens, wall seconds, and the paired difference against
-the first variant (bootstrap interval and McNemar p).
+the first variant (bootstrap interval, wins and losses, McNemar p).
 """
 
 from __future__ import annotations
@@ -90,31 +90,15 @@ def main() -> None:
                 baseline = passed
             else:
                 diff = paired_difference(baseline, passed)
-                row |= {
-                    "diff": diff.diff,
-                    "low": diff.low,
-                    "high": diff.high,
-                    "wins": diff.wins,
-                    "losses": diff.losses,
-                    "p": diff.p_greater,
-                }
+                row |= {"vs_first": diff.to_json(), "vs_first_text": diff.describe()}
             figures[name] = row
             print(json.dumps({name: row}), flush=True)
     table = Table(title=f"seed scaffold variants on {args.split} ({len(baseline or [])} tasks)")
-    for column in ("variant", "pass@1", "tokens", "wall s", "vs first (95% CI, wins/losses, p)"):
+    for column in ("variant", "pass@1", "tokens", "wall s", "minus the first, paired (95%)"):
         table.add_column(column)
     for name, row in figures.items():
-        vs = (
-            f"{row['diff']:+.3f} [{row['low']:+.3f}, {row['high']:+.3f}] "
-            f"+{row['wins']}/-{row['losses']} p={row['p']:.3f}"
-        )
-        table.add_row(
-            name,
-            f"{row['pass_at_1']:.3f}",
-            str(row["tokens"]),
-            str(row["wall_s"]),
-            vs if "diff" in row else "-",
-        )
+        cells = (f"{row['pass_at_1']:.3f}", str(row["tokens"]), str(row["wall_s"]))
+        table.add_row(name, *cells, row.get("vs_first_text", "-"))
     Console().print(table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -37,10 +37,15 @@ NEW_KNOBS = "SAMPLES = 2\nTEMPERATURE = 0.7\n"
 
 
 class ScriptedEndpoint:
-    """A fake OpenAI-compatible server: a diagnosis for review prompts, a fixed file otherwise."""
+    """A fake OpenAI-compatible server: a diagnosis for review prompts, a fixed file otherwise;
+    a sampled completion of a prompt in `solutions` (as the seed's solve asks in completion
+    mode) gets that prompt's continuation."""
 
-    def __init__(self, diagnosis: str, new_file: str) -> None:
+    def __init__(
+        self, diagnosis: str, new_file: str, solutions: dict[str, str] | None = None
+    ) -> None:
         self.requests: list[dict] = []
+        self.solutions = solutions or {}
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -50,18 +55,20 @@ class ScriptedEndpoint:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append(body)
-                system = body["messages"][0]["content"]
-                text = diagnosis if "review" in system else f"Here:\n```python\n{new_file}```\n"
+                if "prompt" in body:  # a completion: the solution when sampled, else junk
+                    sampled = body.get("temperature", 0) > 0
+                    text = outer.solutions.get(body["prompt"], "  pass\n") if sampled else "  0\n"
+                    choice = {"text": text}
+                else:
+                    system = body["messages"][0]["content"]
+                    text = diagnosis if "review" in system else f"Here:\n```python\n{new_file}```\n"
+                    choice = {"message": {"role": "assistant", "content": text}}
                 reply = {
                     "id": "x",
                     "object": "chat.completion",
                     "model": body.get("model"),
                     "choices": [
-                        {
-                            "index": i,
-                            "message": {"role": "assistant", "content": text},
-                            "finish_reason": "stop",
-                        }
+                        {"index": i, **choice, "finish_reason": "stop"}
                         for i in range(body.get("n", 1))
                     ],
                     "usage": {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30},
@@ -338,7 +345,8 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     seed = short(seed_files())
     failed = solve(seed, tasks, agent_pool, gateway, FAST, scoring=Scoring(scoring_pool)).attempts
     assert any(not a.passed for a in failed)
-    scripted = ScriptedEndpoint("It stopped too early. Sample more.", NEW_KNOBS)
+    solutions = {t.prompt: t.reference for t in tasks if t.reference}
+    scripted = ScriptedEndpoint("It stopped too early. Sample more.", NEW_KNOBS, solutions)
     try:
         proposal = propose(
             seed, failed, agent_pool, gateway, EditConfig(proposer=scripted.endpoint)
@@ -360,8 +368,8 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     assert proposal.flags == []
     # every call went to the scripted endpoint: the diagnosis, improve's greedy and sampled
     # proposals (the scripted server answers the same text each time: one proposal), then solve
-    # on the failed task's examples with today's knobs, the proposal's, and up to four one-knob
-    # neighbours' (all tie at 0 here, so the model's proposal, the earliest, is kept)
+    # on the failed task's examples with today's knobs (greedy: junk), the proposal's (sampled:
+    # the task's reference, so it does better and is kept) and up to four one-knob neighbours
     assert 5 <= len(scripted.requests) <= 9
     assert all("Sample more." in r["messages"][1]["content"] for r in scripted.requests[1:3])
     assert [r["temperature"] for r in scripted.requests[3:5]] == [0.0, 0.7]  # today's, proposed

@@ -8,7 +8,9 @@ halved, nudged or doubled); each is parsed (known knob, literal of the same type
 tried on the failed task's visible examples (the `>>>` lines of its prompt) by running `solve`
 with the new knobs, and so are the knobs as they are. The proposal that passes most examples is written into settings.py, one line per knob,
 comments kept. When no proposal parses, when today's knobs already pass the examples, or when
-every proposal does worse than them, nothing changes (the loop then records an empty edit).
+no proposal does better than them, nothing changes (the loop then records an empty edit): a
+child costs a whole dev evaluation, and a change the examples cannot tell apart from today's
+(ten identical greedy samples, say) is not worth one.
 """
 
 import ast
@@ -52,8 +54,8 @@ def improve(workspace, problem_statement, llm):
         if today == 1.0:
             return  # today's knobs pass every example: the examples cannot tell proposals apart
         scores = [check_on_examples(task, p, llm) for p in proposals]
-        if max(scores) < today:
-            return  # every proposal does worse than the knobs as they are: keep them
+        if max(scores) <= today:
+            return  # no proposal does better than the knobs as they are: keep them
         best = proposals[scores.index(max(scores))]  # ties keep the earlier proposal
     with open(path, "w") as f:
         f.write(apply_knobs(source, best))

@@ -81,7 +81,7 @@ def test_retry_only_when_the_examples_fail():
         with_knobs(**saved)
 
 
-def test_improve_keeps_today_s_knobs_when_every_proposal_does_worse():
+def test_improve_keeps_today_s_knobs_unless_a_proposal_does_better():
     if not HAS_RETRY:
         return
     with tempfile.TemporaryDirectory() as folder:
@@ -97,7 +97,12 @@ def check_improve_against_today(workspace):
     saved = with_knobs(**{**GREEDY, "RETRY_SAMPLES": 2})
     try:
         improve(str(workspace), statement, ScriptedModel(["```python\nRETRY_SAMPLES = 0\n```"]))
-        assert settings_file.read_text() == source  # the proposal loses the example: not kept
+        assert settings_file.read_text() == source  # today's pass the example: nothing to gain
+        with_knobs(RETRY_SAMPLES=0)
+        greedy_only = "INSTRUCT_MAX_TOKENS = 768\n"
+        settings_file.write_text(greedy_only)
+        improve(str(workspace), statement, ScriptedModel(["INSTRUCT_MAX_TOKENS = 1024"]))
+        assert settings_file.read_text() == greedy_only  # a tie with today's (still wrong): kept
         with_knobs(RETRY_SAMPLES=0)
         settings_file.write_text(source.replace("= 2", "= 0"))
         improve(str(workspace), statement, ScriptedModel(["```python\nRETRY_SAMPLES = 2\n```"]))

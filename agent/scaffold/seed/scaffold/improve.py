@@ -57,6 +57,8 @@ def improve(workspace, problem_statement, llm):
         if max(scores) <= today:
             return  # no proposal does better than the knobs as they are: keep them
         best = proposals[scores.index(max(scores))]  # ties keep the earlier proposal
+    elif not proposed:
+        return  # no example to check a neighbour on: it would be a guess, not worth a child
     with open(path, "w") as f:
         f.write(apply_knobs(source, best))
 

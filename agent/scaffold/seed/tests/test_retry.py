@@ -131,3 +131,12 @@ def test_improve_steps_to_a_neighbour_when_the_model_proposes_nothing():
             source.replace("= 0", "= 1"),
             source.replace("= 0", "= 2"),
         )
+        no_example = statement.replace("    >>> add(1, 2)\n    3\n", "")
+        assert no_example != statement
+        before = settings_file.read_text()
+        saved = with_knobs(**GREEDY)
+        try:  # nothing to check a neighbour on, and no proposal from the model: no change
+            improve(folder, no_example, ScriptedModel(["no settings to offer"] * 4))
+        finally:
+            with_knobs(**saved)
+        assert settings_file.read_text() == before

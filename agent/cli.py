@@ -6,10 +6,6 @@ import os
 
 import typer
 
-# vLLM logs its engine's setup at INFO, and a warning per cast weight, over the progress bars;
-# a user who wants them sets VLLM_LOGGING_LEVEL (read when vllm is first imported, below).
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
-
 from agent.commands import eval as eval_commands
 from agent.commands import export as export_commands
 from agent.commands import graph as graph_commands
@@ -38,6 +34,11 @@ app.command(name="export")(export_commands.export)
 def main() -> None:
     """Entry point: errors the user can fix are one clear line and exit code 2, not a traceback."""
     from sandbox.errors import SandboxError
+
+    # vLLM logs its engine's setup at INFO, and a warning per cast weight, over the progress
+    # bars; a user who wants them sets VLLM_LOGGING_LEVEL. Here, not at import: code that imports
+    # the app (the tests read vLLM's log) keeps vLLM's default.
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
     try:
         app()

@@ -3,6 +3,7 @@
 An agent whose settings no longer have the retry (it rewrote its solve) has nothing here to test."""
 
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from scaffold import settings
@@ -47,38 +48,38 @@ GREEDY = {
 }  # the knobs these tests set, whatever the agent's settings say now
 
 
-def with_knobs(**knobs):
+@contextmanager
+def knobs_set(**knobs):
+    """The knobs set for the block, and put back as they were after it."""
     saved = {k: getattr(settings, k) for k in knobs}
     for k, v in knobs.items():
         setattr(settings, k, v)
-    return saved
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            setattr(settings, k, v)
 
 
 def test_no_retry_by_default_one_greedy_call():
     if not HAS_RETRY:
         return
-    saved = with_knobs(**GREEDY)
-    try:
+    with knobs_set(**GREEDY):
         model = ScriptedModel()
         assert "a - b" in solve(TASK, model)
         assert model.calls == [(0.0, 1)]
-    finally:
-        with_knobs(**saved)
 
 
 def test_retry_only_when_the_examples_fail():
     if not HAS_RETRY:
         return
-    saved = with_knobs(**{**GREEDY, "RETRY_SAMPLES": 3})
-    try:
+    with knobs_set(**{**GREEDY, "RETRY_SAMPLES": 3}):
         model = ScriptedModel()
         assert "a + b" in solve(TASK, model)
         assert model.calls == [(0.0, 1), (0.8, 3)]
         model.calls.clear()
         solve({**TASK, "prompt": PROMPT.replace("    3\n", "    -1\n")}, model)
         assert model.calls == [(0.0, 1)]  # greedy already reproduces the example: no retry
-    finally:
-        with_knobs(**saved)
 
 
 def test_improve_keeps_today_s_knobs_unless_a_proposal_does_better():
@@ -94,21 +95,17 @@ def check_improve_against_today(workspace):
     settings_file.parent.mkdir()
     source = "RETRY_SAMPLES = 2\nRETRY_TEMPERATURE = 0.8\nTEMPERATURE = 0.0\n"
     settings_file.write_text(source)
-    saved = with_knobs(**{**GREEDY, "RETRY_SAMPLES": 2})
-    try:
+    with knobs_set(**{**GREEDY, "RETRY_SAMPLES": 2}):
         improve(str(workspace), statement, ScriptedModel(["```python\nRETRY_SAMPLES = 0\n```"]))
         assert settings_file.read_text() == source  # today's pass the example: nothing to gain
-        with_knobs(RETRY_SAMPLES=0)
+        settings.RETRY_SAMPLES = 0
         greedy_only = "INSTRUCT_MAX_TOKENS = 768\n"
         settings_file.write_text(greedy_only)
         improve(str(workspace), statement, ScriptedModel(["INSTRUCT_MAX_TOKENS = 1024"]))
         assert settings_file.read_text() == greedy_only  # a tie with today's (still wrong): kept
-        with_knobs(RETRY_SAMPLES=0)
         settings_file.write_text(source.replace("= 2", "= 0"))
         improve(str(workspace), statement, ScriptedModel(["```python\nRETRY_SAMPLES = 2\n```"]))
         assert "RETRY_SAMPLES = 2\n" in settings_file.read_text()
-    finally:
-        with_knobs(**saved)
 
 
 def test_improve_steps_to_a_neighbour_when_the_model_proposes_nothing():
@@ -120,11 +117,8 @@ def test_improve_steps_to_a_neighbour_when_the_model_proposes_nothing():
         source = "RETRY_SAMPLES = 0  # extra samples\nSELECT_BY_EXAMPLES = False\n"
         settings_file.write_text(source)
         statement = f"Task prompt:\n```python\n{PROMPT}```\nEntry point: add\n"
-        saved = with_knobs(**GREEDY)
-        try:
+        with knobs_set(**GREEDY):
             improve(folder, statement, ScriptedModel(["no settings to offer"] * 4))
-        finally:
-            with_knobs(**saved)
         # of the neighbours (RETRY_SAMPLES 1 or 2, SELECT_BY_EXAMPLES on), only a retry passes
         # the example, so that one is written, its comment kept
         assert settings_file.read_text() in (
@@ -134,9 +128,6 @@ def test_improve_steps_to_a_neighbour_when_the_model_proposes_nothing():
         no_example = statement.replace("    >>> add(1, 2)\n    3\n", "")
         assert no_example != statement
         before = settings_file.read_text()
-        saved = with_knobs(**GREEDY)
-        try:  # nothing to check a neighbour on, and no proposal from the model: no change
+        with knobs_set(**GREEDY):
             improve(folder, no_example, ScriptedModel(["no settings to offer"] * 4))
-        finally:
-            with_knobs(**saved)
         assert settings_file.read_text() == before

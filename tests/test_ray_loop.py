@@ -30,8 +30,6 @@ def lineage_of(run_dir):
 
 
 def test_same_seeds_same_archive_with_local_and_ray_executors(tiny_dir, tmp_path):
-    import ray
-
     from agent.scale.local_cluster import LocalRayCluster
 
     archives = {}
@@ -50,7 +48,6 @@ def test_same_seeds_same_archive_with_local_and_ray_executors(tiny_dir, tmp_path
             )
             assert out.returncode == 0, out.stderr[-3000:]
             archives[kind] = lineage_of(tmp_path / kind)
-        ray.shutdown()
     assert set(archives["local"]) == {"n0000", "n0001", "n0002", "n0003"}
     for node_id, local in archives["local"].items():
         ray_node = archives["ray"][node_id]

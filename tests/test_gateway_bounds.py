@@ -254,7 +254,10 @@ def test_at_the_connection_cap_with_every_call_busy_a_new_one_is_a_fast_503(
         threads = handler_threads()
         extra = connect(gateway)
         started = time.monotonic()
-        extra.sendall(head(busy[0], len(completion("x"))) + completion("x"))
+        try:  # the answer may come (and the socket close) before the request is sent
+            extra.sendall(head(busy[0], len(completion("x"))) + completion("x"))
+        except BrokenPipeError:
+            pass  # as the agents' client does: the answer already sent says why
         status, body = answer(extra)
         assert time.monotonic() - started < 1 and handler_threads() == threads
         assert status == 503 and body["error"]["code"] == "overloaded"

@@ -129,18 +129,24 @@ class EsSection(Section):
 
 
 class EditSection(Section):
-    """The proposer of scaffold edits: the node's own policy, or an OpenAI-compatible endpoint."""
+    """The proposer of scaffold edits: the node's own policy (neither key set), a model served on
+    this machine for the run (`proposer_model` alone: a registry name such as "coder-1.5b", an HF
+    id or a folder, served by vLLM beside the policy), or a running OpenAI-compatible server
+    (`proposer_base_url` and `proposer_model`, with `api_key_env` naming its key's variable)."""
 
     proposer_base_url: str | None = None
     proposer_model: str | None = None
     api_key_env: str | None = None
+    proposer_memory_fraction: float = Field(0.25, gt=0, lt=1)  # see ServedModelConfig
     improve_wall_s: float = Field(600.0, gt=0)
     improve_tokens: int = Field(4096, ge=1)
 
     @model_validator(mode="after")
     def _endpoint_complete(self) -> EditSection:
-        if bool(self.proposer_base_url) != bool(self.proposer_model):
-            raise ValueError("proposer_base_url and proposer_model go together")
+        if self.proposer_base_url and not self.proposer_model:
+            raise ValueError("proposer_base_url needs proposer_model (the name the server serves)")
+        if self.api_key_env and not self.proposer_base_url:
+            raise ValueError("api_key_env is for a server named by proposer_base_url")
         return self
 
 

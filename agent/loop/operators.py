@@ -15,7 +15,6 @@ from typing import Any
 from agent.es import EsConfig
 from agent.es.eggroll import Population
 from agent.es.trainer import EsTrainer, EsTrainerConfig, Evaluated
-from agent.gateway import ExternalEndpoint
 from agent.loop.evaluation import attempts_from_notes, run_tasks, scaffold_files, solve_config
 from agent.loop.runtime import Runtime
 from agent.scaffold.edit import EditConfig, propose
@@ -139,13 +138,8 @@ def es_step(rt: Runtime, parent_id: str, iteration: int) -> Child:
 
 def edit_config(rt: Runtime) -> EditConfig:
     e = rt.config.edit
-    proposer = (
-        ExternalEndpoint(e.proposer_base_url, e.proposer_model, e.api_key_env)
-        if e.proposer_base_url and e.proposer_model
-        else None
-    )
     return EditConfig(
-        proposer=proposer, improve_wall_s=e.improve_wall_s, improve_tokens=e.improve_tokens
+        proposer=rt.proposer, improve_wall_s=e.improve_wall_s, improve_tokens=e.improve_tokens
     )
 
 

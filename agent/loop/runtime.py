@@ -15,9 +15,16 @@ from pathlib import Path
 
 from agent.es.chain_weights import ChainWeights
 from agent.es.checkpoint import Checkpoint, save_checkpoint
-from agent.gateway import Gateway, GatewayConfig, PromptMeter, tokenizer_chat_template
+from agent.gateway import (
+    ExternalEndpoint,
+    Gateway,
+    GatewayConfig,
+    PromptMeter,
+    tokenizer_chat_template,
+)
 from agent.loop.config import RunConfig
 from agent.loop.policy import open_policy
+from agent.policy.served_model import ServedModel, ServedModelConfig
 from agent.policy.transformers_backend import TransformersBackend
 from agent.scaffold.solving import Meter
 from agent.scale.executor import make_executor
@@ -113,11 +120,32 @@ class Runtime:
                     )
                 )
             )
+            self.proposer = self._open_proposer()
             everything = self.tasks.train + self.tasks.dev + self.tasks.heldout
             self.timeouts = calibrate(everything, self.scoring_pool)
         except BaseException:
             self._stack.close()
             raise
+
+    def _open_proposer(self) -> ExternalEndpoint | None:
+        """Where edits' diagnosis and `improve` sessions go: None (the node's own policy), a
+        running server, or a model this run serves itself (see `EditSection`)."""
+        e = self.config.edit
+        if not e.proposer_model:
+            return None
+        if e.proposer_base_url:
+            return ExternalEndpoint(e.proposer_base_url, e.proposer_model, e.api_key_env)
+        served = ServedModel(
+            ServedModelConfig(
+                model=e.proposer_model,
+                dtype=self.config.model.dtype,
+                seed=self.config.seed,
+                memory_fraction=e.proposer_memory_fraction,
+                cpu_bind=self.config.model.cpu_bind,
+            ),
+            self.run_dir / "proposer.log",
+        )
+        return self._stack.enter_context(served).endpoint
 
     def set_weights(self, chain: WeightsChain) -> None:
         """Put the policy (and every replica) at the chain's weights, replaying from the chain's

@@ -1,5 +1,5 @@
-"""A model of the registry served on this machine, over vLLM's OpenAI-compatible server, for as
-long as a run holds it.
+"""A model (a registry name, an HF id or a folder) served on this machine over vLLM's
+OpenAI-compatible server, for as long as a run holds it.
 
 Why: a stronger proposer than the policy (`[edit] proposer_model = "coder-1.5b"`) should need no
 server started by hand. The run starts one on 127.0.0.1 with a random bearer key, and the gateway

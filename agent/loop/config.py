@@ -21,6 +21,7 @@ from pydantic import (
 )
 
 from agent.policy.cpu_bind import cpu_binding
+from agent.policy.served_model import ServedModelConfig
 
 
 class ConfigError(ValueError):
@@ -137,7 +138,7 @@ class EditSection(Section):
     proposer_base_url: str | None = None
     proposer_model: str | None = None
     api_key_env: str | None = None
-    proposer_memory_fraction: float = Field(0.25, gt=0, lt=1)  # see ServedModelConfig
+    proposer_memory_fraction: float = Field(ServedModelConfig.memory_fraction, gt=0, lt=1)
     improve_wall_s: float = Field(600.0, gt=0)
     improve_tokens: int = Field(4096, ge=1)
 

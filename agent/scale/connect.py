@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -32,6 +33,17 @@ def connect(address: str | None) -> ModuleType:
         return ray
     ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     return ray
+
+
+def leave(address: str) -> None:
+    """Disconnect this process from the cluster at `address` if it joined it. A driver left
+    connected to a stopped cluster's GCS calls `_exit(1)` a minute later, silently, wherever the
+    process then is (it ended a pytest run mid-suite with no summary)."""
+    ray = sys.modules.get("ray")  # never imported: never joined
+    if ray is None or not ray.is_initialized():
+        return
+    if _port(ray.get_runtime_context().gcs_address) == _port(address):
+        ray.shutdown()
 
 
 def _port(address: str) -> str:

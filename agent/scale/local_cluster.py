@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.scale.connect import leave
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -201,21 +203,11 @@ class LocalRayCluster:
 
     def stop(self) -> None:
         """Stop our nodes, workers first, then the head; then remove the temp dir."""
-        self._disconnect_driver()
+        if self.address:
+            leave(self.address)
         for node in sorted(self.processes, key=lambda n: n.head):
             node.stop()
         shutil.rmtree(self.temp_dir, ignore_errors=True)
-
-    def _disconnect_driver(self) -> None:
-        """Leave this cluster before it stops if this process joined it. A driver left connected
-        to a stopped GCS calls `_exit(1)` a minute later, silently, wherever the process then is
-        (it ended a pytest run mid-suite with no summary)."""
-        ray = sys.modules.get("ray")
-        if ray is None or not self.address or not ray.is_initialized():
-            return
-        current = ray.get_runtime_context().gcs_address
-        if current.rpartition(":")[2] == self.address.rpartition(":")[2]:
-            ray.shutdown()
 
     @staticmethod
     def _tail(node: RayNodeProcess) -> str:

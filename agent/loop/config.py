@@ -22,6 +22,7 @@ from pydantic import (
 
 from agent.policy.cpu_bind import cpu_binding
 from agent.policy.served_model import ServedModelConfig
+from agent.scaffold.edit import EditConfig
 
 
 class ConfigError(ValueError):
@@ -141,6 +142,8 @@ class EditSection(Section):
     proposer_memory_fraction: float = Field(ServedModelConfig.memory_fraction, gt=0, lt=1)
     improve_wall_s: float = Field(600.0, gt=0)
     improve_tokens: int = Field(4096, ge=1)
+    improve_calls: int = Field(EditConfig.improve_calls, ge=1)  # LLM calls of one improve run
+    failures_shown: int = Field(EditConfig.failures_shown, ge=1)  # failed tasks improve is shown
 
     @model_validator(mode="after")
     def _endpoint_complete(self) -> EditSection:

@@ -139,7 +139,11 @@ def es_step(rt: Runtime, parent_id: str, iteration: int) -> Child:
 def edit_config(rt: Runtime) -> EditConfig:
     e = rt.config.edit
     return EditConfig(
-        proposer=rt.proposer, improve_wall_s=e.improve_wall_s, improve_tokens=e.improve_tokens
+        proposer=rt.proposer,
+        improve_wall_s=e.improve_wall_s,
+        improve_tokens=e.improve_tokens,
+        improve_calls=e.improve_calls,
+        failures_shown=e.failures_shown,
     )
 
 

@@ -34,13 +34,17 @@ class EditConfig:
 
     - `proposer`: None = the node's own policy through the gateway; an `ExternalEndpoint` = any
       OpenAI-compatible server (vLLM serve, llama.cpp, a hosted API) for diagnosis and improve.
-    - `improve_wall_s`, `improve_tokens`: bounds of the agent's `improve` run in the sandbox.
+    - `improve_wall_s`, `improve_tokens`, `improve_calls`: bounds of the agent's `improve` run
+      in the sandbox (the seed's improve makes a call per solve of each candidate it checks).
+    - `failures_shown`: failed train tasks the problem statement carries: the diagnosed one and
+      others, so `improve` can check a change on more than one task's examples.
     """
 
     proposer: ExternalEndpoint | None = None
     improve_wall_s: float = 600.0
     improve_tokens: int = 4096
-    improve_calls: int = 8
+    improve_calls: int = 64
+    failures_shown: int = 4
     diagnosis_tokens: int = 256
     selftest_wall_s: float = 120.0
     protected: tuple[str, ...] = PROTECTED_PATHS
@@ -64,9 +68,10 @@ class Proposal:
         return self.failure is None
 
 
-def pick_failure(attempts: Sequence[Attempt], rng: random.Random) -> Attempt | None:
+def pick_failures(attempts: Sequence[Attempt], rng: random.Random, count: int) -> list[Attempt]:
+    """Up to `count` failed attempts in a random order; the first is the one diagnosed."""
     failed = [a for a in attempts if a.verdict is not None and not a.verdict.passed]
-    return rng.choice(failed) if failed else None
+    return rng.sample(failed, min(count, len(failed)))
 
 
 SETTINGS_FILE = "scaffold/settings.py"  # the seed's knobs; shown when the scaffold has it
@@ -102,18 +107,30 @@ def diagnosis_messages(files: Mapping[str, str], failure: Attempt) -> list[dict[
     ]
 
 
-def problem_statement(failure: Attempt, diagnosis: str) -> str:
-    """What `improve` is given: the failed task whole (prompt, entry point), the agent's answer,
-    the result and the diagnosis, so the agent can try a change on the task's examples."""
+def task_block(failure: Attempt) -> str:
     return (
-        f"The agent failed task {failure.task.task_id}.\n"
         f"Task prompt:\n```python\n{failure.task.prompt}```\n"
         f"Entry point: {failure.task.entry_point}\n"
+    )
+
+
+def problem_statement(failures: Sequence[Attempt], diagnosis: str) -> str:
+    """What `improve` is given: the diagnosed failed task whole (prompt, entry point), the
+    agent's answer, the result and the diagnosis, then the other failed tasks (prompt and entry
+    point), so the agent can try a change on several tasks' examples, not one."""
+    failure, others = failures[0], failures[1:]
+    also = "".join(
+        f"The agent also failed task {other.task.task_id}.\n{task_block(other)}" for other in others
+    )
+    return (
+        f"The agent failed task {failure.task.task_id}.\n"
+        f"{task_block(failure)}"
         f"The agent's answer:\n```python\n"
         f"{failure.program[:SHOWN_PROGRAM_CHARS] or '(none)'}```\n"
         f"Result: {result_of(failure)}\n"
         f"Diagnosis: {diagnosis.strip()}\n"
-        "Change the agent so that it solves tasks like this one. Keep `solve(task, llm)` and "
+        f"{also}"
+        "Change the agent so that it solves tasks like these. Keep `solve(task, llm)` and "
         "`improve(workspace, problem_statement, llm)` working, and keep the tests passing."
     )
 
@@ -181,10 +198,11 @@ def propose(
     """Diagnose one failure and let the scaffold's own `improve` fix it; validated, not stored."""
     rng = rng or random.Random(0)
     proposal = Proposal()
-    failure = pick_failure(attempts, rng)
-    if failure is None:
+    failures = pick_failures(attempts, rng, config.failures_shown)
+    if not failures:
         proposal.failure = "no failed task to learn from"
         return proposal
+    failure = failures[0]
     try:  # an external proposer without its API key is refused here, with the reason
         token = gateway.open_session(
             f"{label}:diagnose",
@@ -208,7 +226,7 @@ def propose(
     if not proposal.diagnosis:
         proposal.failure = "diagnosis: the model's reply was empty"
         return proposal
-    proposal.problem_statement = problem_statement(failure, proposal.diagnosis)
+    proposal.problem_statement = problem_statement(failures, proposal.diagnosis)
 
     token = gateway.open_session(
         f"{label}:improve",

@@ -1,16 +1,19 @@
-"""How the agent edits itself: small knob edits, proposed by the model, checked on the task.
+"""How the agent edits itself: small knob edits, proposed by the model, checked on failed tasks.
 
 A small model cannot rewrite a file reliably, but it can change a line. So `improve` shows the
 model the agent's knobs (the assignments in scaffold/settings.py, with their comments) and the
 failed task, and asks for a few `NAME = value` lines. Several proposals are drawn, and a few
 one-knob neighbours of today's settings are added without the model (a flag flipped, a number
-halved, nudged or doubled); each is parsed (known knob, literal of the same type, in range) and
-tried on the failed task's visible examples (the `>>>` lines of its prompt) by running `solve`
-with the new knobs, and so are the knobs as they are. The proposal that passes most examples is written into settings.py, one line per knob,
-comments kept. When no proposal parses, when today's knobs already pass the examples, or when
-no proposal does better than them, nothing changes (the loop then records an empty edit): a
-child costs a whole dev evaluation, and a change the examples cannot tell apart from today's
-(ten identical greedy samples, say) is not worth one.
+halved, nudged or doubled); each is parsed (known knob, literal of the same type, in range).
+The problem statement carries several failed tasks; those whose visible examples (the `>>>`
+lines of a prompt) today's knobs get wrong are the ones a knob can be judged on, and every
+proposal is tried on all of them by running `solve` with the new knobs (in parallel child
+processes, so the gateway decodes them together). The proposal that passes most examples in all
+is written into settings.py, one line per knob, comments kept. When no proposal parses, when
+today's knobs already pass every example shown, or when no proposal does better than them,
+nothing changes (the loop then records an empty edit): a child costs a whole dev evaluation,
+and a change the examples cannot tell apart from today's (ten identical greedy samples, say) is
+not worth one.
 """
 
 import ast
@@ -18,6 +21,8 @@ import io
 import os
 import random
 import re
+import select
+import time
 import tokenize
 
 from scaffold import settings
@@ -34,6 +39,9 @@ FLOAT_RANGE = (0.0, 1.5)
 MAX_STR_KNOB = 32
 MAX_NOTE_CHARS = 120  # of a knob's comment, as the proposer is shown it
 NEIGHBOURS = 4  # one-knob changes drawn without the model, tried beside its proposals
+CHECK_TASKS = 3  # failed tasks (of those whose examples fail today) each proposal is tried on
+PARALLEL_CHECKS = 4  # solves run at once while checking (each its own child process)
+CHECK_TIMEOUT_S = 240.0  # one check's solve; past it the check counts as no example passed
 
 
 def improve(workspace, problem_statement, llm):
@@ -41,7 +49,7 @@ def improve(workspace, problem_statement, llm):
     with open(path) as f:
         source = f.read()
     knobs = read_knobs(source)
-    task = task_of(problem_statement)
+    tasks = [t for t in tasks_of(problem_statement) if doc_examples(t["prompt"])]
     replies = ask_for_proposals(knobs, problem_statement, llm)
     proposed = [p for p in (parse_proposal(r, knobs) for r in replies) if p]
     rng = random.Random(problem_statement)  # the same failure draws the same neighbours
@@ -49,14 +57,16 @@ def improve(workspace, problem_statement, llm):
     if not proposals:
         return
     best = proposals[0]  # the greedy reply's, unless a check says otherwise
-    if task is not None and doc_examples(task["prompt"]):
-        today = check_on_examples(task, {}, llm)
-        if today == 1.0:
+    if tasks:
+        today = check_all([(task, {}) for task in tasks], llm)
+        failing = [(t, s) for t, s in zip(tasks, today, strict=True) if s < 1.0][:CHECK_TASKS]
+        if not failing:
             return  # today's knobs pass every example: the examples cannot tell proposals apart
-        scores = [check_on_examples(task, p, llm) for p in proposals]
-        if max(scores) <= today:
+        scores = check_all([(t, p) for p in proposals for t, _ in failing], llm)
+        totals = [sum(scores[i : i + len(failing)]) for i in range(0, len(scores), len(failing))]
+        if max(totals) <= sum(s for _, s in failing):
             return  # no proposal does better than the knobs as they are: keep them
-        best = proposals[scores.index(max(scores))]  # ties keep the earlier proposal
+        best = proposals[totals.index(max(totals))]  # ties keep the earlier proposal
     elif not proposed:
         return  # no example to check a neighbour on: it would be a guess, not worth a child
     with open(path, "w") as f:
@@ -223,14 +233,58 @@ def unique(proposals):
     return out
 
 
-def task_of(problem_statement):
-    """The failed task as `solve` takes it, from the problem statement's `Task prompt` block and
-    `Entry point:` line; None when the statement carries no task."""
-    match = re.search(r"Task prompt:\s*```python\n(.*?)```", problem_statement, re.DOTALL)
-    entry = re.search(r"^Entry point:\s*(\w+)", problem_statement, re.MULTILINE)
-    if not match or not entry:
-        return None
-    return {"task_id": "improve-check", "prompt": match.group(1), "entry_point": entry.group(1)}
+_TASK = re.compile(r"Task prompt:\s*```python\n(.*?)```\s*\nEntry point:\s*(\w+)", re.DOTALL)
+
+
+def tasks_of(problem_statement):
+    """The failed tasks as `solve` takes them, from the problem statement's `Task prompt` blocks,
+    each followed by its `Entry point:` line (the diagnosed task first)."""
+    return [
+        {"task_id": f"improve-check-{i}", "prompt": prompt, "entry_point": entry}
+        for i, (prompt, entry) in enumerate(_TASK.findall(problem_statement))
+    ]
+
+
+def check_all(checks, llm):
+    """`check_on_examples` of each (task, changes), at most PARALLEL_CHECKS at once, each in a
+    child process (the knobs are module globals: a child may set them without racing the
+    others). A check that crashes or outlives CHECK_TIMEOUT_S scores 0."""
+    scores = [0.0] * len(checks)
+    running = {}  # read end -> (index, pid, deadline)
+    pending = list(enumerate(checks))
+    while pending or running:
+        while pending and len(running) < PARALLEL_CHECKS:
+            index, (task, changes) = pending.pop(0)
+            read_end, write_end = os.pipe()
+            pid = os.fork()
+            if pid == 0:  # child: one check, its score on the pipe, never return
+                os.close(read_end)
+                try:
+                    os.write(write_end, repr(check_on_examples(task, changes, llm)).encode())
+                finally:
+                    os._exit(0)
+            os.close(write_end)
+            running[read_end] = (index, pid, time.monotonic() + CHECK_TIMEOUT_S)
+        wait = max(0.0, min(deadline for _, _, deadline in running.values()) - time.monotonic())
+        ready, _, _ = select.select(list(running), [], [], wait)
+        now = time.monotonic()
+        for read_end in list(running):
+            index, pid, deadline = running[read_end]
+            if read_end not in ready and now < deadline:
+                continue
+            answer = os.read(read_end, 64) if read_end in ready else b""
+            os.close(read_end)
+            del running[read_end]
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+            os.waitpid(pid, 0)
+            try:
+                scores[index] = min(1.0, max(0.0, float(answer.decode())))
+            except ValueError:
+                pass
+    return scores
 
 
 def check_on_examples(task, changes, llm):

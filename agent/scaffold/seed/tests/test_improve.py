@@ -1,4 +1,4 @@
-from scaffold.improve import apply_knobs, parse_proposal, read_knobs, task_of
+from scaffold.improve import apply_knobs, parse_proposal, read_knobs, tasks_of
 
 SETTINGS = (
     '"""Knobs."""\n'
@@ -35,14 +35,15 @@ def test_apply_knobs_rewrites_only_the_changed_lines():
     assert read_knobs(out)["TEMPERATURE"] == (0.0, "0 = greedy")
 
 
-def test_task_of_reads_the_failed_task_from_the_problem_statement():
+def test_tasks_of_reads_every_failed_task_from_the_problem_statement():
     statement = (
         "The agent failed task t.\nTask prompt:\n```python\ndef f(x):\n    pass\n```\n"
         "Entry point: f\nDiagnosis: wrong\n"
+        "The agent also failed task u.\nTask prompt:\n```python\ndef g():\n    pass\n```\n"
+        "Entry point: g\n"
     )
-    assert task_of(statement) == {
-        "task_id": "improve-check",
-        "prompt": "def f(x):\n    pass\n",
-        "entry_point": "f",
-    }
-    assert task_of("no task here") is None
+    assert tasks_of(statement) == [
+        {"task_id": "improve-check-0", "prompt": "def f(x):\n    pass\n", "entry_point": "f"},
+        {"task_id": "improve-check-1", "prompt": "def g():\n    pass\n", "entry_point": "g"},
+    ]
+    assert tasks_of("no task here") == []

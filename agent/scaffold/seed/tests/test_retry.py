@@ -108,6 +108,26 @@ def check_improve_against_today(workspace):
         assert "RETRY_SAMPLES = 2\n" in settings_file.read_text()
 
 
+def test_improve_judges_on_the_failed_tasks_whose_examples_fail_today():
+    if not HAS_RETRY:
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        settings_file = Path(folder) / "scaffold" / "settings.py"
+        settings_file.parent.mkdir()
+        source = "RETRY_SAMPLES = 0\n"
+        settings_file.write_text(source)
+        passing_today = PROMPT.replace("    3\n", "    -1\n")  # the greedy WRONG reproduces it
+        statement = (
+            f"Task prompt:\n```python\n{passing_today}```\nEntry point: add\n"
+            f"The agent also failed task u.\nTask prompt:\n```python\n{PROMPT}```\n"
+            "Entry point: add\n"
+        )
+        with knobs_set(**GREEDY):
+            improve(folder, statement, ScriptedModel(["```python\nRETRY_SAMPLES = 2\n```"]))
+        # the diagnosed task's example passes today; the other's does not, and a retry fixes it
+        assert settings_file.read_text() == "RETRY_SAMPLES = 2\n"
+
+
 def test_improve_steps_to_a_neighbour_when_the_model_proposes_nothing():
     if not HAS_RETRY:
         return

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from agent.loop.config import EditSection
+from agent.loop.config import EditSection, OperatorsSection
 
 
 def test_the_proposer_keys_are_checked_together() -> None:
@@ -17,6 +17,12 @@ def test_the_proposer_keys_are_checked_together() -> None:
         EditSection(proposer_model="coder-1.5b", api_key_env="KEY")
     with pytest.raises(ValidationError, match="proposer_memory_fraction"):
         EditSection(proposer_model="coder-1.5b", proposer_memory_fraction=1.5)
+
+
+def test_only_a_run_that_edits_needs_a_proposer() -> None:
+    assert OperatorsSection().edits
+    assert OperatorsSection(es_step=1, scaffold_edit=0, both=0.5).edits
+    assert not OperatorsSection(es_step=1, scaffold_edit=0).edits  # Runtime serves no proposer
 
 
 @pytest.mark.slow

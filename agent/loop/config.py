@@ -92,6 +92,11 @@ class OperatorsSection(Section):
     # > 0 in turn (es_step, scaffold_edit, both), so a short run is guaranteed its mix.
     order: Literal["random", "cycle"] = "random"
 
+    @property
+    def edits(self) -> bool:
+        """Whether any operator edits the scaffold (only those sessions reach a proposer)."""
+        return self.scaffold_edit + self.both > 0
+
     @model_validator(mode="after")
     def _some_weight(self) -> OperatorsSection:
         if self.es_step + self.scaffold_edit + self.both <= 0:

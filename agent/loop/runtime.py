@@ -129,9 +129,10 @@ class Runtime:
 
     def _open_proposer(self) -> ExternalEndpoint | None:
         """Where edits' diagnosis and `improve` sessions go: None (the node's own policy), a
-        running server, or a model this run serves itself (see `EditSection`)."""
+        running server, or a model this run serves itself (see `EditSection`); None, and no
+        server started, when no operator edits."""
         e = self.config.edit
-        if not e.proposer_model:
+        if not e.proposer_model or not self.config.operators.edits:
             return None
         if e.proposer_base_url:
             return ExternalEndpoint(e.proposer_base_url, e.proposer_model, e.api_key_env)

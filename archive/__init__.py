@@ -13,12 +13,23 @@ from archive.errors import (
     UnsafeScaffoldError,
 )
 from archive.graph import export_graphml, export_node_link, lineage_graph, read_node_link
-from archive.node import Cost, NewNode, Node, Operator, Score, Status, WeightsChain
+from archive.node import (
+    DEFAULT_OPERATOR,
+    ROOT_OPERATOR,
+    Cost,
+    NewNode,
+    Node,
+    Score,
+    Status,
+    WeightsChain,
+)
 from archive.recovery import RecoveryReport
 from archive.selection import STRATEGIES, Gate, Pool, Strategy, register_strategy
 from archive.store import Archive
 
 __all__ = [
+    "DEFAULT_OPERATOR",
+    "ROOT_OPERATOR",
     "STRATEGIES",
     "Archive",
     "ArchiveError",
@@ -33,7 +44,6 @@ __all__ = [
     "Node",
     "NoEligibleNodeError",
     "NodeNotFoundError",
-    "Operator",
     "Pool",
     "RecoveryReport",
     "SchemaError",

@@ -24,13 +24,10 @@ class Status(StrEnum):
     FAILED = "failed"
 
 
-class Operator(StrEnum):
-    """Known ways a node was made; any other string is accepted as a user's operator."""
-
-    ROOT = "root"
-    ES_STEP = "es_step"
-    SCAFFOLD_EDIT = "scaffold_edit"
-    BOTH = "both"
+# How a node was made is a plain string: the archive knows only the root's; the loop's operators
+# (agent/loop/operators) name themselves, and any other string is a user's operator.
+ROOT_OPERATOR = "root"
+DEFAULT_OPERATOR = "es_step"  # an `add_child` that names none: an ES step, the archive's oldest
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +117,7 @@ class NewNode:
 
     id: str
     parent_ids: tuple[str, ...] | list[str]
-    operator: str = Operator.ES_STEP
+    operator: str = DEFAULT_OPERATOR
     es_record: dict[str, Any] | None = None
     scaffold: str | None = None
     base_model: str | None = None

@@ -34,10 +34,11 @@ from archive.errors import (
 )
 from archive.index import CladeStats, Entry, LineageIndex, paused_gc
 from archive.node import (
+    DEFAULT_OPERATOR,
+    ROOT_OPERATOR,
     Cost,
     NewNode,
     Node,
-    Operator,
     Score,
     Status,
     WeightsChain,
@@ -225,7 +226,7 @@ class Archive:
             raise InvalidNodeError("a root needs base_model and base_hash")
         return self._add(
             (),
-            Operator.ROOT,
+            ROOT_OPERATOR,
             base=(base_model, base_hash),
             es_record=None,
             workspace=workspace,
@@ -243,7 +244,7 @@ class Archive:
     def add_child(
         self,
         parents: str | Sequence[str],
-        operator: str = Operator.ES_STEP,
+        operator: str = DEFAULT_OPERATOR,
         *,
         es_record: Mapping[str, Any] | None = None,
         workspace: str | Path | None = None,

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from archive.layout import tree_layout
-from archive.node import Node, Operator, Status
+from archive.node import ROOT_OPERATOR, Node, Status
 
 if TYPE_CHECKING:
     from archive.store import Archive
@@ -48,14 +48,18 @@ class OperatorStyle:
     label: str
 
 
+# The root's style; every operator adds its own when it registers (agent/loop/operators).
 OPERATOR_STYLES: dict[str, OperatorStyle] = {
-    Operator.ROOT: OperatorStyle("square", "#555555", "root"),
-    Operator.ES_STEP: OperatorStyle("circle", "#1f77b4", "ES step"),
-    Operator.SCAFFOLD_EDIT: OperatorStyle("triangle", "#ff7f0e", "scaffold edit"),
-    Operator.BOTH: OperatorStyle("diamond", "#9467bd", "ES + edit"),
+    ROOT_OPERATOR: OperatorStyle("square", "#555555", "root"),
 }
 OTHER_STYLE = OperatorStyle("hexagon", "#7f7f7f", "other")
 _DETAIL_KEYS = ("diagnosis", "problem_statement", "flags", "iteration", "evaluated_at")
+
+
+def register_operator_style(operator: str, style: OperatorStyle) -> None:
+    """How the pictures draw `operator`'s nodes (a program that draws must have imported the
+    operators it expects, or their nodes share the 'other' style)."""
+    OPERATOR_STYLES[operator] = style
 
 
 def operator_style(operator: str) -> OperatorStyle:

@@ -25,7 +25,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from archive import Archive, Gate, NewNode, Operator, Score, Status  # noqa: E402
+from archive import Archive, Gate, NewNode, Score, Status  # noqa: E402
 from archive.selection import draw_weighted, make_strategy  # noqa: E402
 
 STRATEGIES = ["score_child_prop", "weighted", "power_law", "hgm", "best", "uniform"]
@@ -76,7 +76,7 @@ def build(run_dir: Path, n_nodes: int, n_scaffold: int, rng: random.Random) -> d
             parent = ids[rng.randrange(len(ids))]
             node = archive.add_child(
                 parent,
-                Operator.SCAFFOLD_EDIT,
+                "scaffold_edit",
                 files={"agent.py": f"# v{k + 1}\n", f"tools/t{k % 7}.py": f"x = {k}\n"},
                 metadata={"diagnosis": "misses edge cases", "diff": {"added": 3, "removed": 1}},
             )
@@ -109,7 +109,7 @@ def build(run_dir: Path, n_nodes: int, n_scaffold: int, rng: random.Random) -> d
                     NewNode(
                         id=node_id,
                         parent_ids=parents,
-                        operator=Operator.ES_STEP,
+                        operator="es_step",
                         es_record=es_record(rng, parent, made),
                         status=status,
                         failure_reason=reason,

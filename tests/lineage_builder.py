@@ -7,7 +7,7 @@ import random
 import time
 from pathlib import Path
 
-from archive import Archive, Cost, NewNode, Operator, Score, Status
+from archive import Archive, Cost, NewNode, Score, Status
 
 EDIT_DIFF_LINE = "+    return retry(solve, times=3)"  # a line the edit's diff must show
 SCRIPT_BREAKER = "</script><script>alert(1)</script>"  # must not escape the page's data block
@@ -29,7 +29,7 @@ def build_lineage(run_dir: Path) -> Archive:
     )
     archive.add_child(
         "root",
-        Operator.ES_STEP,
+        "es_step",
         node_id="es1",
         es_record={"seeds": [11, 12, 13, 14], "sigma": 0.02, "lr": 0.5, "rank": 4},
         metadata={"iteration": 1, "evaluated_at": t0 + 2},
@@ -37,7 +37,7 @@ def build_lineage(run_dir: Path) -> Archive:
     archive.record_scores("es1", {"train": Score(0.36, 50), "dev": Score(0.30, 20)})
     archive.add_child(
         "root",
-        Operator.SCAFFOLD_EDIT,
+        "scaffold_edit",
         node_id="edit1",
         files={
             "agent.py": "def run(solve):\n" + EDIT_DIFF_LINE[1:] + "\n",
@@ -54,7 +54,7 @@ def build_lineage(run_dir: Path) -> Archive:
     archive.record_scores("edit1", {"train": Score(0.44, 50), "dev": Score(0.40, 20)})
     archive.add_child(
         "edit1",
-        Operator.BOTH,
+        "both",
         node_id="both1",
         es_record={"seeds": [21, 22], "sigma": 0.01},
         files={"tools/grep.py": "import re\n"},
@@ -62,9 +62,9 @@ def build_lineage(run_dir: Path) -> Archive:
     )
     archive.record_scores("both1", {"train": Score(0.20, 50), "dev": Score(0.15, 20)})
     archive.add_child(["es1", "edit1"], "crossover", node_id="merge1")
-    archive.add_child("es1", Operator.SCAFFOLD_EDIT, node_id="bad1", files={"agent.py": "oops"})
+    archive.add_child("es1", "scaffold_edit", node_id="bad1", files={"agent.py": "oops"})
     archive.set_status("bad1", Status.FAILED, "syntax error in agent.py")
-    archive.add_child("both1", Operator.ES_STEP, node_id="pending1", es_record={"seeds": [31]})
+    archive.add_child("both1", "es_step", node_id="pending1", es_record={"seeds": [31]})
     return archive
 
 
@@ -77,7 +77,7 @@ def grow(archive: Archive, count: int, *, seed: int = 0, edits: int = 20) -> lis
         node_id = f"e{i:04d}"
         archive.add_child(
             rng.choice(ids),
-            Operator.SCAFFOLD_EDIT,
+            "scaffold_edit",
             node_id=node_id,
             files={f"tools/t{i}.py": f"x = {i}\n"},
             scores={"train": Score(rng.random(), 50), "dev": Score(rng.random(), 20)},

@@ -22,7 +22,7 @@ ROUNDS = 24
 
 WRITER = r"""
 import random, sys
-from archive import Archive, NewNode, Operator, Score
+from archive import Archive, NewNode, Score
 
 run_dir, seed = sys.argv[1], int(sys.argv[2])
 rng = random.Random(seed)
@@ -36,12 +36,12 @@ while True:
     parent = rng.choice(ids)
     if op < 0.30:
         record = {"parent": parent, "seeds": [rng.getrandbits(31) for _ in range(8)], "sigma": 0.01}
-        ids.append(archive.add_child(parent, Operator.ES_STEP, es_record=record).id)
+        ids.append(archive.add_child(parent, "es_step", es_record=record).id)
     elif op < 0.50:
         files = {"agent.py": f"v{seed}.{k}", f"tools/t{k % 5}.py": f"x = {k}"}
         blob = bytes(rng.getrandbits(8) for _ in range(2000)) if rng.random() < 0.3 else None
         parents = [parent, rng.choice(ids)] if rng.random() < 0.1 else [parent]
-        ids.append(archive.add_child(parents, Operator.SCAFFOLD_EDIT, files=files, checkpoint=blob).id)
+        ids.append(archive.add_child(parents, "scaffold_edit", files=files, checkpoint=blob).id)
     elif op < 0.58:
         size = 300 if rng.random() < 0.2 else 3
         base = f"s{seed}k{k}"

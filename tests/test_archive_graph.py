@@ -10,7 +10,6 @@ import networkx as nx
 from archive import (
     Archive,
     Cost,
-    Operator,
     Score,
     Status,
     export_graphml,
@@ -28,7 +27,7 @@ def small_lineage(run_dir: Path) -> Archive:
     )
     archive.add_child("r", es_record={"seeds": [1, 2], "sigma": 0.01}, node_id="e1")
     archive.add_child(
-        "r", Operator.SCAFFOLD_EDIT, files={"a.py": "1"}, node_id="s1", metadata={"diagnosis": "x"}
+        "r", "scaffold_edit", files={"a.py": "1"}, node_id="s1", metadata={"diagnosis": "x"}
     )
     archive.add_child(["e1", "s1"], "crossover", node_id="x")
     archive.set_status("s1", Status.FAILED, "tests broke")

@@ -21,7 +21,6 @@ from archive import (
     Gate,
     NewNode,
     NoEligibleNodeError,
-    Operator,
     Pool,
     Score,
     Status,
@@ -74,7 +73,7 @@ def build_tree(run_dir: Path) -> Archive:
             NewNode(
                 node_id,
                 [parent],
-                Operator.ES_STEP,
+                "es_step",
                 es_record={"step": node_id},
                 status=Status(status),
                 failure_reason="crashed" if status == "failed" else None,

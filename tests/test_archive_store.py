@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from archive import (
+    ROOT_OPERATOR,
     Archive,
     ArchiveError,
     ArchiveLockedError,
@@ -18,7 +19,6 @@ from archive import (
     NewerSchemaError,
     NewNode,
     NodeNotFoundError,
-    Operator,
     Score,
     Status,
 )
@@ -46,7 +46,7 @@ def test_root_child_roundtrip(run_dir: Path, tmp_path: Path) -> None:
         root = archive.add_root("Qwen/Qwen2.5-0.5B", "sha256:abc", workspace=workspace)
         edit = archive.add_child(
             root.id,
-            Operator.SCAFFOLD_EDIT,
+            "scaffold_edit",
             files={"agent.py": "print('v1')\n", "tools/grep.py": None},
             metadata={"diagnosis": "timeouts", "diff": {"added": 1, "removed": 1}},
             cost=Cost(1200, 3.5, 9.0),
@@ -88,8 +88,8 @@ def test_weights_chain_follows_first_parents(run_dir: Path) -> None:
     with Archive(run_dir) as archive:
         root = archive.add_root("base-model", "sha256:base")
         a = archive.add_child(root.id, es_record={"step": 1})
-        b = archive.add_child(a.id, Operator.SCAFFOLD_EDIT, files={"f.py": "1"})
-        c = archive.add_child(b.id, Operator.BOTH, es_record={"step": 2}, files={"f.py": "2"})
+        b = archive.add_child(a.id, "scaffold_edit", files={"f.py": "1"})
+        c = archive.add_child(b.id, "both", es_record={"step": 2}, files={"f.py": "2"})
         other = archive.add_child(root.id, es_record={"step": 99})
         cross = archive.add_child([c.id, other.id], "crossover", es_record={"step": 3})
         assert archive.weights_chain(root.id).records == []
@@ -105,7 +105,7 @@ def test_weights_chain_names_its_deepest_checkpoint(run_dir: Path) -> None:
     with Archive(run_dir) as archive:
         root = archive.add_root("base-model", "sha256:base", checkpoint=b"base")  # holds nothing
         a = archive.add_child(root.id, es_record={"step": 1}, checkpoint=b"after 1")
-        b = archive.add_child(a.id, Operator.SCAFFOLD_EDIT, files={"f.py": "1"})
+        b = archive.add_child(a.id, "scaffold_edit", files={"f.py": "1"})
         c = archive.add_child(b.id, es_record={"step": 2}, checkpoint=b"after 2")
         d = archive.add_child(c.id, es_record={"step": 3})
         assert archive.weights_chain(root.id).checkpoint is None
@@ -154,7 +154,7 @@ def test_rejects_bad_nodes(run_dir: Path) -> None:
             archive.add_root("", "h")
         with pytest.raises(InvalidNodeError, match="scaffold commits"):
             archive.add_many(
-                [NewNode("r2", [], Operator.ROOT, scaffold="f" * 40, base_model="m", base_hash="h")]
+                [NewNode("r2", [], ROOT_OPERATOR, scaffold="f" * 40, base_model="m", base_hash="h")]
             )
         with pytest.raises(DuplicateNodeError):
             archive.add_many([NewNode("n1", ["root"]), NewNode("n1", ["root"])])
@@ -164,7 +164,7 @@ def test_rejects_bad_nodes(run_dir: Path) -> None:
 def test_add_many_bulk(run_dir: Path) -> None:
     with Archive(run_dir) as archive:
         root = archive.add_root("m", "h", files={"a.py": "1"})
-        edit = archive.add_child(root.id, Operator.SCAFFOLD_EDIT, files={"a.py": "2"})
+        edit = archive.add_child(root.id, "scaffold_edit", files={"a.py": "2"})
         specs = []
         for i in range(600):  # > 256: refs go through the packed-refs path
             parent = [root.id, edit.id][i % 2] if i < 2 else f"n{i // 2}"
@@ -186,9 +186,7 @@ def test_add_many_bulk(run_dir: Path) -> None:
         assert archive.get("n1").children == 2
         assert archive.weights_chain("n9").records == [{"step": s} for s in (1, 2, 4, 9)]
         assert archive.check_invariants() == []
-        archive.add_child(
-            "n7", Operator.SCAFFOLD_EDIT, files={"b.py": "3"}
-        )  # loose ref after packed
+        archive.add_child("n7", "scaffold_edit", files={"b.py": "3"})  # loose ref after packed
         assert archive.check_invariants() == []
         before = {n.id: n for n in archive.nodes()}
     with Archive(run_dir) as again:
@@ -290,7 +288,7 @@ def test_failure_between_commit_and_row_leaves_node_absent(
     monkeypatch.setattr(Archive, "_insert", die)
     with pytest.raises(KeyboardInterrupt):
         archive.add_child(
-            root.id, Operator.SCAFFOLD_EDIT, files={"a.py": "1"}, node_id="lost", checkpoint=b"c"
+            root.id, "scaffold_edit", files={"a.py": "1"}, node_id="lost", checkpoint=b"c"
         )
     monkeypatch.undo()
     assert "lost" not in archive
@@ -314,7 +312,7 @@ def test_death_after_row_before_ref_is_adopted(
 
     monkeypatch.setattr(archive.scaffolds, "set_ref", die)
     with pytest.raises(KeyboardInterrupt):
-        archive.add_child(root.id, Operator.SCAFFOLD_EDIT, files={"a": "1"}, node_id="kept")
+        archive.add_child(root.id, "scaffold_edit", files={"a": "1"}, node_id="kept")
     crash(archive)
     with Archive(run_dir) as again:
         assert again.recovery.refs_restored == ["kept"]

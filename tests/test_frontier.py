@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.loop.frontier import HELDOUT_KEY, RESULTS_KEY, frontier, results
-from archive import Archive, Operator, Score
+from archive import Archive, Score
 from evaluators.stats import binomial_tail, paired_difference, paired_on_shared, wilson_interval
 
 
@@ -59,7 +59,7 @@ def dev_results(passed: int, tasks: int = 40) -> dict[str, bool]:
 def add(archive: Archive, node_id: str, parent: str, passed: int, t: float) -> None:
     archive.add_child(
         parent,
-        Operator.ES_STEP,
+        "es_step",
         node_id=node_id,
         es_record={"seeds": [1]},
         metadata={RESULTS_KEY: {"dev": dev_results(passed)}, "evaluated_at": t},

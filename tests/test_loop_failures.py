@@ -25,7 +25,7 @@ from agent.loop.evaluation import (
 from agent.loop.loop import INFRA_STREAK_MAX, ROOT_ID, Loop, SeedScaffoldError
 from agent.loop.operators import Child
 from agent.scaffold.solving import Attempt
-from archive import Archive, Cost, Operator, Score, Status
+from archive import Archive, Cost, Score, Status
 from evaluators.task import Task
 from sandbox.job import Status as VerdictStatus
 from sandbox.job import Verdict
@@ -66,7 +66,7 @@ def loop(tmp_path: Path, monkeypatch):
     archive = Archive(tmp_path / "run")
     archive.add_root("m", "h", files={"a.py": "x = 1\n"}, node_id=ROOT_ID)
     for child in ("n0001", "n0002", "n0003", "n0004"):
-        archive.add_child(ROOT_ID, Operator.ES_STEP, node_id=child, es_record={"seeds": [1]})
+        archive.add_child(ROOT_ID, "es_step", node_id=child, es_record={"seeds": [1]})
     gateway = SimpleNamespace(usage=lambda: {"tokens": 0})
     rt = SimpleNamespace(
         config=RunConfig(), run_dir=tmp_path / "run", archive=archive, gateway=gateway

@@ -20,7 +20,8 @@ from agent.es.weight_store import SpilledWeights
 from agent.loop.config import RunConfig, from_dict
 from agent.loop.events import EventLog, read_events
 from agent.loop.loop import Spent
-from agent.loop.operators import checkpoint_if_due, choose_operator
+from agent.loop.operators import choose_operator
+from agent.loop.operators.es_step import checkpoint_if_due
 from agent.policy.tiny import TinyModelConfig, tiny_model
 
 TARGETS = ("q_proj", "v_proj")
@@ -275,6 +276,79 @@ def test_checkpoints_are_due_every_k_steps_of_depth_and_never_fail_a_child(tmp_p
     rt = SimpleNamespace(
         config=from_dict({"es": {"checkpoint_every": 1}}, "t"), write_checkpoint=full_disk
     )
-    with caplog.at_level("WARNING", logger="agent.loop.operators"):
+    with caplog.at_level("WARNING", logger="agent.loop.operators.es_step"):
         assert checkpoint_if_due(rt, 1) is None
     assert "No space left" in caplog.text
+
+
+def tied_step_runtime(monkeypatch, verdicts_of, skip_tied: bool = True):
+    """A runtime for `es_step` with a real tiny model and a real ES strategy, the population
+    judged by `verdicts_of(population_size, tasks)` instead of the sandbox."""
+    from agent.es.trainer import Evaluated
+    from agent.loop.operators import es_step as operators
+    from archive import WeightsChain
+
+    model, _ = tiny_model(TinyModelConfig(seed=1))
+    weights = ChainWeights(model, TARGETS)
+    weights.set([])
+    set_calls: list[int] = []
+
+    class Judge:
+        def __init__(self, *_args) -> None:
+            pass
+
+        def __call__(self, population, tasks) -> Evaluated:
+            return Evaluated(verdicts_of(population.size, tasks), 10, 0.1, 0.1)
+
+    monkeypatch.setattr(operators, "ScaffoldEvaluator", Judge)
+    monkeypatch.setattr(operators, "scaffold_files", lambda *_: {})
+    config = from_dict(
+        {
+            "es": {
+                "population": 4,
+                "tasks_per_step": 2,
+                "target_modules": list(TARGETS),
+                "skip_tied": skip_tied,
+                "alpha": 0.05,
+            }
+        },
+        "t",
+    )
+    rt = SimpleNamespace(
+        config=config,
+        weights=weights,
+        archive=SimpleNamespace(weights_chain=lambda _id: WeightsChain("m", "h", [])),
+        set_weights=lambda chain: set_calls.append(len(chain.records)),
+        tasks=SimpleNamespace(train=[SimpleNamespace(task_id=f"t{i}") for i in range(4)]),
+    )
+    return rt, set_calls
+
+
+def verdicts(statuses):
+    from sandbox.job import Status as JobStatus
+    from sandbox.job import Verdict
+
+    return [Verdict(JobStatus.PASSED if s else JobStatus.FAILED) for s in statuses]
+
+
+def test_an_es_step_whose_members_all_tied_is_no_child_to_judge(monkeypatch):
+    """All members equal on every task: a zero update, so the child would be its parent's weights
+    again; it fails with its reason (and its cost) instead of being judged, unless asked."""
+    from agent.loop.operators.es_step import NO_UPDATE, es_step
+
+    rt, set_calls = tied_step_runtime(monkeypatch, lambda n, tasks: verdicts([1] * n * len(tasks)))
+    child = es_step(rt, "n0000", 1)
+    assert child.failure == NO_UPDATE and child.es_record is None and child.checkpoint is None
+    assert child.metadata["es"]["update_norm"] == 0.0 and child.cost.generated_tokens == 10
+    assert set_calls == [0]  # the parent's weights only: no child chain was set
+
+    rt, set_calls = tied_step_runtime(
+        monkeypatch, lambda n, tasks: verdicts([1] * n * len(tasks)), skip_tied=False
+    )
+    assert es_step(rt, "n0000", 1).failure is None  # judged like any child when asked
+    rt, set_calls = tied_step_runtime(
+        monkeypatch, lambda n, tasks: verdicts([m % 2 for m in range(n) for _ in tasks])
+    )
+    child = es_step(rt, "n0000", 1)
+    assert child.failure is None and child.es_record["metrics"]["update_norm"] > 0
+    assert set_calls == [0, 1]  # the parent's, then the child's chain

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 from test_serve import chromium, find_browser
 
-from archive import Archive, Operator, Score, Status
+from archive import Archive, Score, Status
 from archive.png import figure
 from archive.render import render_html, render_png
 from archive.view import lineage_view, score_color
@@ -41,7 +41,7 @@ def tied_run(run_dir: Path) -> Archive:
         edit = i % 3 == 0
         archive.add_child(
             parent,
-            Operator.SCAFFOLD_EDIT if edit else Operator.ES_STEP,
+            "scaffold_edit" if edit else "es_step",
             node_id=node_id,
             es_record=None if edit else {"seeds": [i]},
             files={"a.py": f"x = {i}\n"} if edit else None,

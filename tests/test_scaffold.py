@@ -20,7 +20,7 @@ from agent.gateway import Budget, ExternalEndpoint, Gateway, GatewayConfig
 from agent.policy.tiny import TinyModelConfig, tiny_model
 from agent.policy.transformers_backend import TransformersBackend
 from agent.scaffold import solving
-from agent.scaffold.edit import EditConfig, check_changes, propose
+from agent.scaffold.edit import DEFAULT_EDIT, EditConfig, check_changes, propose
 from agent.scaffold.jobs import improve_job, selftest_job
 from agent.scaffold.repo import apply_changes, read_files, seed_files
 from agent.scaffold.solving import Scoring, SolveConfig, solve
@@ -348,9 +348,7 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     solutions = {t.prompt: t.reference for t in tasks if t.reference}
     scripted = ScriptedEndpoint("It stopped too early. Sample more.", NEW_KNOBS, solutions)
     try:
-        proposal = propose(
-            seed, failed, agent_pool, gateway, EditConfig(proposer=scripted.endpoint)
-        )
+        proposal = propose(seed, failed, agent_pool, gateway, proposer=scripted.endpoint)
     finally:
         scripted.close()
     assert proposal.ok, proposal.failure
@@ -371,7 +369,7 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     # on each shown failed task's examples with today's knobs (greedy: junk), then on the
     # failing ones (at most 3) with the proposal's (sampled: the task's reference, so it does
     # better and is kept) and with up to four one-knob neighbours' (a retry neighbour: 2 calls)
-    shown = min(EditConfig.failures_shown, sum(not a.passed for a in failed))
+    shown = min(DEFAULT_EDIT.failures_shown, sum(not a.passed for a in failed))
     assert 3 + shown + 1 <= len(scripted.requests) <= 3 + shown + 3 * 5 * 2
     assert all("Sample more." in r["messages"][1]["content"] for r in scripted.requests[1:3])
     statement = scripted.requests[1]["messages"][1]["content"]
@@ -426,9 +424,7 @@ def test_a_broken_edit_becomes_a_failure_not_an_exception(
     agent = {**seed, "scaffold/improve.py": REWRITING_IMPROVE.format(text=text)}
     scripted = ScriptedEndpoint("Rewrite scaffold/text.py.", "unused")
     try:
-        proposal = propose(
-            agent, failed, agent_pool, gateway, EditConfig(proposer=scripted.endpoint)
-        )
+        proposal = propose(agent, failed, agent_pool, gateway, proposer=scripted.endpoint)
     finally:
         scripted.close()
     assert not proposal.ok
@@ -472,5 +468,5 @@ def test_a_proposer_without_its_api_key_is_a_failure_not_an_exception(gateway, t
         "http://127.0.0.1:9/v1", "m", api_key_env="LINEAGE_TEST_MISSING_KEY"
     )
     failed = [solving.Attempt(tasks[0], -1, "x", None, Verdict(Status.FAILED, detail="wrong"))]
-    proposal = propose(seed_files(), failed, None, gateway, EditConfig(proposer=endpoint))
+    proposal = propose(seed_files(), failed, None, gateway, proposer=endpoint)
     assert not proposal.ok and "LINEAGE_TEST_MISSING_KEY" in proposal.failure

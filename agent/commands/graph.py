@@ -28,6 +28,7 @@ def graph(
     ] = None,
 ) -> None:
     """Draw the lineage tree: an interactive offline HTML page and/or a PNG."""
+    import agent.loop.operators  # noqa: F401  (each registers how its nodes are drawn)
     from archive import Archive, ArchiveError
     from archive.render import render_html, render_png
 

@@ -172,6 +172,7 @@ def make_server(
 ) -> DashboardServer:
     """Bind the dashboard (port 0: any free port); the run directory is read once up front so a
     wrong path fails here, not in the browser. Raises ArchiveError or OSError."""
+    import agent.loop.operators  # noqa: F401  (each registers how its nodes are drawn)
     from archive.render import page_html
 
     if interval_s <= 0:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -23,6 +23,7 @@ from pydantic import (
 from agent.policy.cpu_bind import cpu_binding
 from agent.policy.served_model import ServedModelConfig
 from agent.scaffold.edit import EditConfig
+from agent.scaffold.solving import SolveConfig
 
 
 class ConfigError(ValueError):
@@ -82,26 +83,62 @@ class BudgetSection(Section):
 
 
 class OperatorsSection(Section):
-    """How a child is made: ES on the weights, an edit of the scaffold, or both."""
+    """How a child is made: a weight per registered operator (agent/loop/operators: `es_step`,
+    `scaffold_edit`, `both`, or one of your own), by name; an operator left out keeps its default
+    weight, an unknown name is an error."""
 
-    es_step: float = Field(0.5, ge=0)
-    scaffold_edit: float = Field(0.5, ge=0)
-    both: float = Field(0.0, ge=0)
+    model_config = ConfigDict(extra="allow", frozen=True, allow_inf_nan=False)
+    __pydantic_extra__: dict[str, Annotated[float, Field(ge=0)]]
+
     bandit: bool = False  # pick by observed gains (UCB1) instead of the fixed mix
     # "random": draw by the weights each iteration; "cycle": take the operators with a weight
     # > 0 in turn (es_step, scaffold_edit, both), so a short run is guaranteed its mix.
     order: Literal["random", "cycle"] = "random"
 
-    @property
-    def edits(self) -> bool:
-        """Whether any operator edits the scaffold (only those sessions reach a proposer)."""
-        return self.scaffold_edit + self.both > 0
+    @model_validator(mode="before")
+    @classmethod
+    def _known_operators(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        from agent.loop.operators import registered  # the operators import the whole loop
+
+        specs = registered()
+        unknown = sorted(set(data) - set(specs) - set(cls.model_fields))
+        if unknown:
+            raise ValueError(
+                f"unknown operator {', '.join(unknown)} (registered: {', '.join(specs)})"
+            )
+        return {name: spec.weight for name, spec in specs.items()} | data
 
     @model_validator(mode="after")
     def _some_weight(self) -> OperatorsSection:
-        if self.es_step + self.scaffold_edit + self.both <= 0:
+        if sum(self.weights.values()) <= 0:
             raise ValueError("at least one operator weight must be > 0")
         return self
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """Every registered operator's weight, in cycle order."""
+        from agent.loop.operators import registered
+
+        extra = self.__pydantic_extra__ or {}
+        return {name: float(extra.get(name, spec.weight)) for name, spec in registered().items()}
+
+    def _any(self, flag: str) -> bool:
+        from agent.loop.operators import registered
+
+        specs = registered()
+        return any(w > 0 and getattr(specs[k], flag) for k, w in self.weights.items())
+
+    @property
+    def edits(self) -> bool:
+        """Whether any operator edits the scaffold (only those sessions reach a proposer)."""
+        return self._any("edits")
+
+    @property
+    def steps_weights(self) -> bool:
+        """Whether any operator runs ES populations (the policy engine must hold them)."""
+        return self._any("steps_weights")
 
 
 class EsSection(Section):
@@ -115,6 +152,9 @@ class EsSection(Section):
     # Each costs 4 bytes per targeted parameter on disk (1.4 GB for the default model).
     checkpoint_every: int = Field(0, ge=0)
     shaping: Literal["zscore", "centered_rank"] = "zscore"
+    # A step whose members all tied on every task has a zero update: its child is its parent's
+    # weights again. True: fail it as "no update" instead of judging it on stage 1 and dev.
+    skip_tied: bool = True
     optimizer: Literal["sgd", "adam"] = "sgd"
     target_modules: list[str] = Field(
         default_factory=lambda: [
@@ -135,20 +175,17 @@ class EsSection(Section):
         return self
 
 
-class EditSection(Section):
-    """The proposer of scaffold edits: the node's own policy (neither key set), a model served on
-    this machine for the run (`proposer_model` alone: a registry name such as "coder-1.5b", an HF
-    id or a folder, served by vLLM beside the policy), or a running OpenAI-compatible server
-    (`proposer_base_url` and `proposer_model`, with `api_key_env` naming its key's variable)."""
+class EditSection(EditConfig):
+    """A self-edit's bounds (`EditConfig`, agent/scaffold/edit.py) and its proposer: the node's
+    own policy (neither key set), a model served on this machine for the run (`proposer_model`
+    alone: a registry name such as "coder-1.5b", an HF id or a folder, served by vLLM beside the
+    policy), or a running OpenAI-compatible server (`proposer_base_url` and `proposer_model`,
+    with `api_key_env` naming its key's variable)."""
 
     proposer_base_url: str | None = None
     proposer_model: str | None = None
     api_key_env: str | None = None
     proposer_memory_fraction: float = Field(ServedModelConfig.memory_fraction, gt=0, lt=1)
-    improve_wall_s: float = Field(600.0, gt=0)
-    improve_tokens: int = Field(4096, ge=1)
-    improve_calls: int = Field(EditConfig.improve_calls, ge=1)  # LLM calls of one improve run
-    failures_shown: int = Field(EditConfig.failures_shown, ge=1)  # failed tasks improve is shown
 
     @model_validator(mode="after")
     def _endpoint_complete(self) -> EditSection:
@@ -159,28 +196,33 @@ class EditSection(Section):
         return self
 
 
-class SolveSection(Section):
-    tasks_per_job: int = Field(8, ge=1)
-    threads: int = Field(8, ge=1)
-    wall_s: float = Field(900.0, gt=0)
-    tokens_per_task: int = Field(4096, ge=1)
-    # The gateway clips longer asks of the agent. 768 lets the seed's instruct replies through
-    # uncut (EvalPlus's budget; on HumanEval the default model's longest greedy reply is 768 and
-    # 4 of 164 exceed 512), so the base node scores what `lineage eval --protocol instruct` does.
-    max_tokens_per_call: int = Field(768, ge=1)
-
-
 class SandboxSection(Section):
     scoring_workers: int = Field(0, ge=0)  # 0 = one per core
     agent_workers: int = Field(4, ge=1)  # agent jobs mostly wait on the gateway
 
 
 class SelectionSection(Section):
+    """How a parent is drawn: a strategy registered in archive/selection.py, by name, with its
+    factory's keyword arguments (`params = { gain = 10.0 }`), checked when the file loads."""
+
     strategy: str = "score_child_prop"
+    params: dict[str, float | int | str | bool] = Field(default_factory=dict)
     split: Literal["train", "dev"] = "train"
     # The run's answer (the best node by dev) moves off the base only to a node that beats it
     # task by task on dev with McNemar's one-sided p at most this (agent/loop/frontier.py).
     frontier_alpha: float = Field(0.05, gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _strategy_builds(self) -> SelectionSection:
+        from archive.selection import make_strategy
+
+        try:
+            make_strategy(self.strategy, **self.params)
+        except TypeError as exc:  # a keyword its factory does not take
+            raise ValueError(
+                f"strategy {self.strategy!r} refuses params {self.params}: {exc}"
+            ) from None
+        return self
 
 
 class ReportSection(Section):
@@ -196,10 +238,10 @@ class RunConfig(Section):
     model: ModelSection = ModelSection()
     tasks: TasksSection = TasksSection()
     budget: BudgetSection = BudgetSection()
-    operators: OperatorsSection = OperatorsSection()
+    operators: OperatorsSection = Field(default_factory=OperatorsSection)
     es: EsSection = EsSection()
     edit: EditSection = EditSection()
-    solve: SolveSection = SolveSection()
+    solve: SolveConfig = Field(default_factory=SolveConfig)  # agent/scaffold/solving.py
     sandbox: SandboxSection = SandboxSection()
     selection: SelectionSection = SelectionSection()
     report: ReportSection = ReportSection()
@@ -237,10 +279,19 @@ def from_dict(data: dict, source: str) -> RunConfig:
         problems = []
         for err in exc.errors():
             loc = [str(p) for p in err["loc"]]
-            where = f"[{loc[0]}] {'.'.join(loc[1:])}" if len(loc) > 1 else loc[0] if loc else ""
+            sections = {k for k, f in RunConfig.model_fields.items() if _is_section(f.annotation)}
+            if len(loc) > 1 or (loc and loc[0] in sections):
+                where = f"[{loc[0]}] {'.'.join(loc[1:])}".rstrip()
+            else:
+                where = loc[0] if loc else ""
             message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            message = message.removeprefix("Value error, ")
             problems.append(f"{where}: {message}" if where else message)
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
+
+
+def _is_section(annotation: object) -> bool:
+    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
 
 
 def load_saved(run_dir: Path) -> RunConfig:

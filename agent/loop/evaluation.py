@@ -15,7 +15,7 @@ from agent.loop.frontier import RESULTS_KEY
 from agent.loop.runtime import Runtime
 from agent.scaffold.llm_client import LLM, LLMError
 from agent.scaffold.repo import Files, read_files
-from agent.scaffold.solving import Attempt, Scoring, SolveConfig, solve
+from agent.scaffold.solving import Attempt, Scoring, solve
 from archive import Archive, Cost, Score
 from evaluators.task import Task
 from sandbox.job import Status
@@ -27,17 +27,6 @@ def scaffold_files(archive: Archive, node_id: str) -> Files:
     with tempfile.TemporaryDirectory(prefix="lineage-scaffold-") as tmp:
         archive.checkout(node_id, tmp)
         return read_files(Path(tmp))
-
-
-def solve_config(rt: Runtime) -> SolveConfig:
-    s = rt.config.solve
-    return SolveConfig(
-        tasks_per_job=s.tasks_per_job,
-        threads=s.threads,
-        wall_s=s.wall_s,
-        tokens_per_task=s.tokens_per_task,
-        max_tokens_per_call=s.max_tokens_per_call,
-    )
 
 
 class InfraError(RuntimeError):
@@ -110,7 +99,7 @@ def run_tasks(rt: Runtime, node_id: str, files: Files, tasks: list[Task], label:
         tasks,
         rt.agent_pool,
         rt.gateway,
-        solve_config(rt),
+        rt.config.solve,
         label=f"{node_id}:{label}",
         meter=rt.meter,
         scoring=Scoring(rt.scoring_pool, rt.timeouts),

@@ -1,6 +1,7 @@
-"""The Darwin-Goedel loop: select a parent, make a child (ES step, scaffold edit, or both),
-evaluate it in stages, store it. Everything that matters is in the archive before the next step,
-so a run killed at any moment resumes where it stopped (`lineage resume`).
+"""The Darwin-Goedel loop: select a parent, make a child (a registered operator: an ES step, a
+scaffold edit, both, or one of a user's), evaluate it in stages, store it. Everything that
+matters is in the archive before the next step, so a run killed at any moment resumes where it
+stopped (`lineage resume`).
 
 Iteration i is driven by `Random(f"{seed}:{i}")` and creates node `n{i:04d}`: a resumed run
 repeats an interrupted iteration exactly and can never store a child twice.
@@ -30,7 +31,7 @@ from agent.loop.evaluation import (
 )
 from agent.loop.events import EventLog
 from agent.loop.frontier import HELDOUT_KEY, ROOT_ID, frontier, results
-from agent.loop.operators import Child, both, choose_operator, es_step, scaffold_edit
+from agent.loop.operators import Child, choose_operator, get_operator
 from agent.loop.runtime import Runtime, model_hash
 from agent.scaffold.repo import ScaffoldError, seed_files
 from archive import Archive, Score, Status, UnsafeScaffoldError
@@ -356,8 +357,9 @@ class Loop:
     def _iterate(self, iteration: int) -> None:
         rt = self.rt
         rng = random.Random(f"{rt.config.seed}:{iteration}")
+        selection = rt.config.selection
         parent_id = rt.archive.select_parent(
-            rt.config.selection.strategy, rng, split=rt.config.selection.split
+            selection.strategy, rng, split=selection.split, **selection.params
         )
         operator = choose_operator(rt, rng, self.gains, iteration)
         node_id = node_id_for(iteration)
@@ -365,12 +367,7 @@ class Loop:
         self.events.emit(
             "iteration_started", iteration=iteration, parent=parent_id, operator=operator
         )
-        if operator == "es_step":
-            child = es_step(rt, parent_id, iteration)
-        elif operator == "scaffold_edit":
-            child = scaffold_edit(rt, parent_id, iteration, rng)
-        else:
-            child = both(rt, parent_id, iteration, rng)
+        child = get_operator(operator).make(rt, parent_id, iteration, rng)
         self._store(node_id, parent_id, iteration, child)
         if not child.failure:
             self._evaluate(node_id)

@@ -43,8 +43,7 @@ class OpenedPolicy:
 
 
 def needs_population(config: RunConfig) -> bool:
-    o = config.operators
-    return o.es_step > 0 or o.both > 0
+    return config.operators.steps_weights
 
 
 def lora_rank(rank: int) -> int:

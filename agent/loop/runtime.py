@@ -116,7 +116,7 @@ class Runtime:
                     SandboxConfig(
                         workers=s.agent_workers,
                         gateway_dir=str(Path(self.gateway.socket_path).parent),
-                        memory_mb=1024,
+                        memory_mb=config.solve.memory_mb,
                     )
                 )
             )

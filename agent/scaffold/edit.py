@@ -12,6 +12,8 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from agent.gateway import Budget, ExternalEndpoint, Gateway
 from agent.scaffold.jobs import PROTECTED_PATHS, improve_job, selftest_job
 from agent.scaffold.llm_client import LLM, LLMError
@@ -28,26 +30,27 @@ FLAGGED_PREFIXES = ("tests/",)
 FLAGGED_WORDS = ("log",)
 
 
-@dataclass(frozen=True)
-class EditConfig:
-    """Settings of one self-edit.
+class EditConfig(BaseModel):
+    """Bounds of one self-edit (the run's `[edit]` section holds them and says who proposes).
 
-    - `proposer`: None = the node's own policy through the gateway; an `ExternalEndpoint` = any
-      OpenAI-compatible server (vLLM serve, llama.cpp, a hosted API) for diagnosis and improve.
     - `improve_wall_s`, `improve_tokens`, `improve_calls`: bounds of the agent's `improve` run
       in the sandbox (the seed's improve makes a call per solve of each candidate it checks).
     - `failures_shown`: failed train tasks the problem statement carries: the diagnosed one and
       others, so `improve` can check a change on more than one task's examples.
+    - `diagnosis_tokens`: the diagnosis reply's length; `selftest_wall_s`: the child's own tests.
     """
 
-    proposer: ExternalEndpoint | None = None
-    improve_wall_s: float = 600.0
-    improve_tokens: int = 4096
-    improve_calls: int = 64
-    failures_shown: int = 4
-    diagnosis_tokens: int = 256
-    selftest_wall_s: float = 120.0
-    protected: tuple[str, ...] = PROTECTED_PATHS
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    improve_wall_s: float = Field(600.0, gt=0)
+    improve_tokens: int = Field(4096, ge=1)
+    improve_calls: int = Field(64, ge=1)
+    failures_shown: int = Field(4, ge=1)
+    diagnosis_tokens: int = Field(256, ge=1)
+    selftest_wall_s: float = Field(120.0, gt=0)
+
+
+DEFAULT_EDIT = EditConfig()
 
 
 @dataclass
@@ -191,11 +194,15 @@ def propose(
     attempts: Sequence[Attempt],
     agent_pool: JobRunner,
     gateway: Gateway,
-    config: EditConfig = EditConfig(),
+    config: EditConfig = DEFAULT_EDIT,
     rng: random.Random | None = None,
     label: str = "edit",
+    *,
+    proposer: ExternalEndpoint | None = None,
 ) -> Proposal:
-    """Diagnose one failure and let the scaffold's own `improve` fix it; validated, not stored."""
+    """Diagnose one failure and let the scaffold's own `improve` fix it; validated, not stored.
+    `proposer`: None = the node's own policy through the gateway; an `ExternalEndpoint` = any
+    OpenAI-compatible server (vLLM serve, llama.cpp, a hosted API) for diagnosis and improve."""
     rng = rng or random.Random(0)
     proposal = Proposal()
     failures = pick_failures(attempts, rng, config.failures_shown)
@@ -207,7 +214,7 @@ def propose(
         token = gateway.open_session(
             f"{label}:diagnose",
             Budget(tokens=config.diagnosis_tokens, seconds=config.improve_wall_s, calls=1),
-            external=config.proposer,
+            external=proposer,
         )
     except ValueError as exc:
         proposal.failure = f"proposer: {exc}"
@@ -233,7 +240,7 @@ def propose(
         Budget(
             tokens=config.improve_tokens, seconds=config.improve_wall_s, calls=config.improve_calls
         ),
-        external=config.proposer,
+        external=proposer,
     )
     limits = Limits(
         wall_s=config.improve_wall_s, cpu_s=int(config.improve_wall_s) + 1, processes=32
@@ -249,7 +256,7 @@ def propose(
         proposal.failure = f"improve {verdict.status.value}{budget}: {verdict.detail}"[:2000]
         return proposal
     changes = verdict.kept[0]
-    why = check_changes(changes, config.protected, files)
+    why = check_changes(changes, PROTECTED_PATHS, files)
     if why:
         proposal.failure = why
         return proposal

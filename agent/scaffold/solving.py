@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from agent.gateway import Budget, Gateway, SessionRecord
 from agent.scaffold.jobs import solve_job, task_view
 from evaluators.scoring import Candidate, score
@@ -33,38 +35,29 @@ class Meter(Protocol):
     def step(self, what: str) -> None: ...
 
 
-@dataclass(frozen=True)
-class SolveConfig:
-    """How agent jobs are cut and bounded.
+class SolveConfig(BaseModel):
+    """How agent jobs are cut and bounded: the run's `[solve]` section, as it is.
 
     - `tasks_per_job`: tasks one container solves (in `threads` threads, so their LLM calls reach
       the gateway together and are batched).
     - `wall_s`: a job's wall clock; the scaffold's whole work on its tasks must fit.
     - `tokens_per_task`, `calls_per_task`: the session budget is these times the job's tasks.
+    - `memory_mb`: an agent container's memory.
     - `max_tokens_per_call`: the gateway's per-row cap on any one call of the agent.
     """
 
-    tasks_per_job: int = 8
-    threads: int = 8
-    wall_s: float = 900.0
-    tokens_per_task: int = 4096
-    calls_per_task: int = 16
-    memory_mb: int = 1024
-    max_tokens_per_call: int = 768  # the seed's instruct replies uncut (EvalPlus's budget)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    def __post_init__(self) -> None:
-        for name in (
-            "tasks_per_job",
-            "threads",
-            "tokens_per_task",
-            "calls_per_task",
-            "memory_mb",
-            "max_tokens_per_call",
-        ):
-            if getattr(self, name) < 1:
-                raise ValueError(f"SolveConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.wall_s <= 0:
-            raise ValueError(f"SolveConfig.wall_s must be > 0, got {self.wall_s}")
+    tasks_per_job: int = Field(8, ge=1)
+    threads: int = Field(8, ge=1)
+    wall_s: float = Field(900.0, gt=0)
+    tokens_per_task: int = Field(4096, ge=1)
+    calls_per_task: int = Field(16, ge=1)
+    memory_mb: int = Field(1024, ge=64)
+    # 768 lets the seed's instruct replies through uncut (EvalPlus's budget; on HumanEval the
+    # default model's longest greedy reply is 768 and 4 of 164 exceed 512), so the base node
+    # scores what `lineage eval --protocol instruct` does.
+    max_tokens_per_call: int = Field(768, ge=1)
 
     def limits(self) -> Limits:
         """The job's limits. Each task in flight may run threads and processes of its own (parallel
@@ -75,6 +68,9 @@ class SolveConfig:
             memory_mb=self.memory_mb,
             processes=24 + self.threads * (1 + TASK_PROCESSES),
         )
+
+
+DEFAULT_SOLVE = SolveConfig()
 
 
 @dataclass(frozen=True)
@@ -118,7 +114,7 @@ def solve(
     tasks: Sequence[Task],
     agent_pool: JobRunner,
     gateway: Gateway,
-    config: SolveConfig = SolveConfig(),
+    config: SolveConfig = DEFAULT_SOLVE,
     members: Sequence[int] = (-1,),
     label: str = "solve",
     meter: Meter | None = None,

@@ -1,0 +1,58 @@
+"""A scaffold edit: the parent's own `improve` edits a copy of its repository after a diagnosis
+of its recorded train failures; the child is the edited scaffold with the parent's weights."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from agent.loop.evaluation import attempts_from_notes, run_tasks, scaffold_files
+from agent.loop.operators.registry import Child, register_operator
+from agent.loop.runtime import Runtime
+from agent.scaffold.edit import propose
+from archive import Cost
+from archive.view import OperatorStyle
+
+
+@register_operator(
+    "scaffold_edit",
+    style=OperatorStyle("triangle", "#ff7f0e", "scaffold edit"),
+    weight=0.5,
+    rank=1,
+    edits=True,
+)
+def scaffold_edit(rt: Runtime, parent_id: str, iteration: int, rng: random.Random) -> Child:
+    """Diagnose one of the parent's recorded train failures; the parent's own `improve` edits a
+    copy of its repository (with the parent's weights, unless an external proposer is set)."""
+    started = time.time()
+    parent = rt.archive.get(parent_id)
+    rt.set_weights(rt.archive.weights_chain(parent_id))
+    files = scaffold_files(rt.archive, parent_id)
+    by_id = {t.task_id: t for t in rt.tasks.train}
+    attempts = attempts_from_notes(parent.metadata.get("failures", []), by_id)
+    if not attempts:  # nothing recorded: look for failures now, on a train minibatch
+        sample = rng.sample(rt.tasks.train, min(rt.config.es.tasks_per_step, len(rt.tasks.train)))
+        attempts = run_tasks(rt, parent_id, files, sample, f"look{iteration}").attempts
+    edit = rt.config.edit
+    proposal = propose(
+        files,
+        attempts,
+        rt.agent_pool,
+        rt.gateway,
+        edit,
+        rng,
+        f"edit{iteration}",
+        proposer=rt.proposer,
+    )
+    metadata = {
+        "diagnosis": proposal.diagnosis,
+        "problem_statement": proposal.problem_statement,
+        "flags": proposal.flags,
+    }
+    return Child(
+        "scaffold_edit",
+        changes=proposal.changes if proposal.ok else None,
+        failure=proposal.failure,
+        cost=Cost(proposal.tokens, proposal.sandbox_s, time.time() - started),
+        metadata=metadata,
+    )

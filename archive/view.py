@@ -53,7 +53,14 @@ OPERATOR_STYLES: dict[str, OperatorStyle] = {
     ROOT_OPERATOR: OperatorStyle("square", "#555555", "root"),
 }
 OTHER_STYLE = OperatorStyle("hexagon", "#7f7f7f", "other")
-_DETAIL_KEYS = ("diagnosis", "problem_statement", "flags", "iteration", "evaluated_at")
+_DETAIL_KEYS = (
+    "diagnosis",
+    "problem_statement",
+    "improve_note",
+    "flags",
+    "iteration",
+    "evaluated_at",
+)
 
 
 def register_operator_style(operator: str, style: OperatorStyle) -> None:
@@ -242,6 +249,7 @@ def _details(
         "base_model": node.base_model,
         "diagnosis": _text(meta.get("diagnosis")),
         "problem_statement": _text(meta.get("problem_statement")),
+        "improve_note": _text(meta.get("improve_note")),
         "flags": [str(f) for f in flags] if isinstance(flags, list) else _text(flags),
         "iteration": _finite(meta.get("iteration")),
         "metadata": _finite({k: v for k, v in meta.items() if k not in _DETAIL_KEYS}),

@@ -20,8 +20,14 @@ from agent.gateway import Budget, ExternalEndpoint, Gateway, GatewayConfig
 from agent.policy.tiny import TinyModelConfig, tiny_model
 from agent.policy.transformers_backend import TransformersBackend
 from agent.scaffold import solving
-from agent.scaffold.edit import DEFAULT_EDIT, EditConfig, check_changes, propose
-from agent.scaffold.jobs import improve_job, selftest_job
+from agent.scaffold.edit import (
+    DEFAULT_EDIT,
+    EditConfig,
+    check_changes,
+    improve_report,
+    propose,
+)
+from agent.scaffold.jobs import IMPROVE_NOTE_CHARS, improve_job, selftest_job
 from agent.scaffold.repo import apply_changes, read_files, seed_files
 from agent.scaffold.solving import Scoring, SolveConfig, solve
 from archive import Archive
@@ -331,6 +337,18 @@ def test_improve_cannot_hand_back_what_a_link_points_at(agent_pool, gateway, nam
     assert "not a regular file" in verdict.detail and name in verdict.detail
 
 
+def test_what_improve_says_comes_back_bounded_and_printable():
+    changes, note = improve_report(
+        {"changes": {"a.py": "x = 1\n"}, "note": "kept\x1b[2J" + "y" * 5000}
+    )
+    assert changes == {"a.py": "x = 1\n"}
+    assert note.startswith("kept?[2J") and len(note) == IMPROVE_NOTE_CHARS
+    assert improve_report({"changes": {}, "note": 42}) == ({}, "")  # not a string: no note
+    for hostile in (None, [], {"changes": {}}, {"changes": {}, "note": "", "extra": 1}):
+        with pytest.raises(ValueError, match="malformed report from improve"):
+            improve_report(hostile)
+
+
 def test_check_changes_rejects_bad_diffs():
     assert "empty diff" in check_changes({}, ())
     assert "protected" in check_changes({"lineage_llm.py": "x = 1\n"}, ("lineage_llm.py",))
@@ -364,6 +382,7 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     child_settings = proposal.files["scaffold/settings.py"].splitlines()
     assert any(line.startswith("SAMPLES = 2") for line in child_settings)
     assert proposal.flags == []
+    assert "wrote" in proposal.note and "SAMPLES" in proposal.note, proposal.note  # it says so
     # every call went to the scripted endpoint: the diagnosis, improve's greedy and sampled
     # proposals (the scripted server answers the same text each time: one proposal), then solve
     # on each shown failed task's examples with today's knobs (greedy: junk), then on the

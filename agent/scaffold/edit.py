@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.gateway import Budget, ExternalEndpoint, Gateway
-from agent.scaffold.jobs import PROTECTED_PATHS, improve_job, selftest_job
+from agent.scaffold.jobs import IMPROVE_NOTE_CHARS, PROTECTED_PATHS, improve_job, selftest_job
 from agent.scaffold.llm_client import LLM, LLMError
 from agent.scaffold.repo import Files, apply_changes
 from agent.scaffold.solving import Attempt
@@ -63,6 +63,7 @@ class Proposal:
     problem_statement: str = ""
     flags: list[str] = field(default_factory=list)
     failure: str | None = None
+    note: str = ""  # what the agent's improve said it tried (bounded, printable)
     tokens: int = 0
     sandbox_s: float = 0.0
 
@@ -255,7 +256,11 @@ def propose(
         budget = " (LLM budget exhausted)" if record.exhausted else ""
         proposal.failure = f"improve {verdict.status.value}{budget}: {verdict.detail}"[:2000]
         return proposal
-    changes = verdict.kept[0]
+    try:
+        changes, proposal.note = improve_report(verdict.kept[0])
+    except ValueError as exc:
+        proposal.failure = str(exc)
+        return proposal
     why = check_changes(changes, PROTECTED_PATHS, files)
     if why:
         proposal.failure = why
@@ -264,6 +269,17 @@ def propose(
     proposal.files = apply_changes(files, changes)
     proposal.flags = flags_for(changes)
     return validate(proposal, agent_pool, config)
+
+
+def improve_report(kept: object) -> tuple[object, str]:
+    """The improve job's answer, `{"changes": ..., "note": str}`, as the host may use it: the
+    changes still to be checked (`check_changes`), the note cut and made printable. It came
+    out of the agent's process, so nothing about its shape is trusted."""
+    if not isinstance(kept, dict) or set(kept) != {"changes", "note"}:
+        raise ValueError("malformed report from improve")
+    note = kept["note"] if isinstance(kept["note"], str) else ""
+    note = "".join(c if c.isprintable() or c == "\n" else "?" for c in note[:IMPROVE_NOTE_CHARS])
+    return kept["changes"], note
 
 
 def validate(proposal: Proposal, agent_pool: JobRunner, config: EditConfig) -> Proposal:

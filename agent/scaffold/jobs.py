@@ -23,6 +23,7 @@ SANITIZE_SOURCE = Path(evaluators.sanitize.__file__)
 SOCKET = f"{GATEWAY_MOUNT}/llm.sock"
 AGENT_ROOT = "/tmp/agent"  # the code that runs (the node's scaffold)
 WORKSPACE = "/tmp/workspace"  # the copy that `improve` edits
+IMPROVE_NOTE_CHARS = 1000  # of what `improve` returns, kept with the child
 # Ours, written last: an edit may not shadow them.
 PROTECTED_PATHS = (f"{CLIENT_MODULE}.py", f"{SANITIZE_MODULE}.py")
 
@@ -87,10 +88,12 @@ def lineage_solve(tasks, token, threads):
 
 
 def lineage_improve(problem_statement, token):
-    """The workspace's changes after the agent's own `improve`: {{path: text or None (deleted)}}."""
+    """The workspace's changes after the agent's own `improve`, {{path: text or None (deleted)}},
+    and what improve said it did (its return value, if a string, cut)."""
     import scaffold
     _write({workspace!r}, _FILES)
-    scaffold.improve({workspace!r}, problem_statement, _llm(token))
+    note = scaffold.improve({workspace!r}, problem_statement, _llm(token))
+    note = note[:{note_chars!r}] if isinstance(note, str) else ""
     changes = {{}}
     seen = set()
     for root, dirs, names in _os.walk({workspace!r}):  # links are listed, never followed
@@ -113,7 +116,7 @@ def lineage_improve(problem_statement, token):
     for rel in _FILES:
         if rel not in seen:
             changes[rel] = None
-    return changes
+    return {{"changes": changes, "note": note}}
 
 
 def lineage_selftest():
@@ -161,6 +164,7 @@ def bootstrap(files: Mapping[str, str], call_timeout_s: float = 600.0) -> str:
         socket=SOCKET,
         agent_root=AGENT_ROOT,
         workspace=WORKSPACE,
+        note_chars=IMPROVE_NOTE_CHARS,
         call_timeout_s=float(call_timeout_s),
     )
 

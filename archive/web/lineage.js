@@ -311,6 +311,7 @@
     }
     if (n.diagnosis) { html("h3", "Diagnosis", box); html("pre", n.diagnosis, box, "wrap"); }
     if (n.problem_statement) { html("h3", "Problem statement", box); html("pre", n.problem_statement, box, "wrap"); }
+    if (n.improve_note) { html("h3", "What improve did", box); html("pre", n.improve_note, box, "wrap"); }
     if (n.diff !== undefined) {
       html("h3", n.diff_base ? "Scaffold diff vs " + n.parents[0] : "Scaffold (initial files)", box);
       if (n.diff) diffBlock(n.diff, box); else html("p", "no change (same commit as its parent)", box, "hint");

@@ -48,6 +48,7 @@ def scaffold_edit(rt: Runtime, parent_id: str, iteration: int, rng: random.Rando
         "diagnosis": proposal.diagnosis,
         "problem_statement": proposal.problem_statement,
         "flags": proposal.flags,
+        "improve_note": proposal.note,
     }
     return Child(
         "scaffold_edit",

@@ -45,6 +45,8 @@ CHECK_TIMEOUT_S = 240.0  # one check's solve; past it the check counts as no exa
 
 
 def improve(workspace, problem_statement, llm):
+    """Edit the settings in `workspace` for the failures the problem statement shows; return one
+    line saying what was tried and why it was kept or not (the host stores it with the child)."""
     path = os.path.join(workspace, SETTINGS)
     with open(path) as f:
         source = f.read()
@@ -54,23 +56,29 @@ def improve(workspace, problem_statement, llm):
     proposed = [p for p in (parse_proposal(r, knobs) for r in replies) if p]
     rng = random.Random(problem_statement)  # the same failure draws the same neighbours
     proposals = unique(proposed + neighbours(knobs, rng, NEIGHBOURS))
+    tried = f"{len(proposed)} of {len(replies)} model replies parsed, {len(proposals)} proposals"
     if not proposals:
-        return
+        return f"{tried}: nothing to try"
     best = proposals[0]  # the greedy reply's, unless a check says otherwise
+    judged = "unchecked (no task with a visible example)"
     if tasks:
         today = check_all([(task, {}) for task in tasks], llm)
         failing = [(t, s) for t, s in zip(tasks, today, strict=True) if s < 1.0][:CHECK_TASKS]
         if not failing:
-            return  # today's knobs pass every example: the examples cannot tell proposals apart
+            return f"{tried}: today's settings pass the examples of all {len(tasks)} tasks shown"
         scores = check_all([(t, p) for p in proposals for t, _ in failing], llm)
         totals = [sum(scores[i : i + len(failing)]) for i in range(0, len(scores), len(failing))]
-        if max(totals) <= sum(s for _, s in failing):
-            return  # no proposal does better than the knobs as they are: keep them
+        base = sum(s for _, s in failing)
+        judged = f"on the examples of {len(failing)} failing tasks: today {base:.2f}"
+        if max(totals) <= base:
+            return f"{tried}; {judged}, best proposal {max(totals):.2f}: kept today's"
         best = proposals[totals.index(max(totals))]  # ties keep the earlier proposal
+        judged += f", {best} {max(totals):.2f}"
     elif not proposed:
-        return  # no example to check a neighbour on: it would be a guess, not worth a child
+        return f"{tried}: no example to check a neighbour on"
     with open(path, "w") as f:
         f.write(apply_knobs(source, best))
+    return f"{tried}; {judged}: wrote {best}"
 
 
 def comments(source):

@@ -96,16 +96,23 @@ def check_improve_against_today(workspace):
     source = "RETRY_SAMPLES = 2\nRETRY_TEMPERATURE = 0.8\nTEMPERATURE = 0.0\n"
     settings_file.write_text(source)
     with knobs_set(**{**GREEDY, "RETRY_SAMPLES": 2}):
-        improve(str(workspace), statement, ScriptedModel(["```python\nRETRY_SAMPLES = 0\n```"]))
+        note = improve(
+            str(workspace), statement, ScriptedModel(["```python\nRETRY_SAMPLES = 0\n```"])
+        )
         assert settings_file.read_text() == source  # today's pass the example: nothing to gain
+        assert "today's settings pass the examples" in note, note
         settings.RETRY_SAMPLES = 0
         greedy_only = "INSTRUCT_MAX_TOKENS = 768\n"
         settings_file.write_text(greedy_only)
-        improve(str(workspace), statement, ScriptedModel(["INSTRUCT_MAX_TOKENS = 1024"]))
+        note = improve(str(workspace), statement, ScriptedModel(["INSTRUCT_MAX_TOKENS = 1024"]))
         assert settings_file.read_text() == greedy_only  # a tie with today's (still wrong): kept
+        assert "kept today's" in note, note
         settings_file.write_text(source.replace("= 2", "= 0"))
-        improve(str(workspace), statement, ScriptedModel(["```python\nRETRY_SAMPLES = 2\n```"]))
+        note = improve(
+            str(workspace), statement, ScriptedModel(["```python\nRETRY_SAMPLES = 2\n```"])
+        )
         assert "RETRY_SAMPLES = 2\n" in settings_file.read_text()
+        assert "wrote {'RETRY_SAMPLES': 2}" in note, note
 
 
 def test_improve_judges_on_the_failed_tasks_whose_examples_fail_today():

@@ -10,8 +10,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from agent.policy import assets
 from agent.policy.lowrank import PopulationPerturbation
-from agent.policy.vllm_backend import VllmBackendConfig, finish_reason, write_adapter
+from agent.policy.vllm_backend import (
+    VllmBackendConfig,
+    available_memory,
+    cpu_kv_cache_bytes,
+    engine_args,
+    finish_reason,
+    write_adapter,
+)
 
 
 def perturbation(rank: int) -> PopulationPerturbation:
@@ -61,3 +69,24 @@ def test_config_is_checked() -> None:
         VllmBackendConfig(dtype="int8")
     with pytest.raises(ValueError, match="gpu_memory_utilization"):
         VllmBackendConfig(gpu_memory_utilization=1.5)
+    with pytest.raises(ValueError, match="kv_cache_gib"):
+        VllmBackendConfig(kv_cache_gib=0)
+
+
+def test_a_cpu_engine_gets_a_kv_cache_that_fits_the_machine(monkeypatch) -> None:
+    """vLLM's CPU default (a share of the memory node minus what the worker holds) is negative
+    on a 14 GiB node and the engine refuses to start; the KV cache is sized explicitly instead."""
+    gib = 2**30
+    assert cpu_kv_cache_bytes(None, available=8 * gib) == int(0.3 * 8 * gib)
+    assert cpu_kv_cache_bytes(None, available=1 * gib) == gib  # at least 1 GiB
+    assert cpu_kv_cache_bytes(None, available=64 * gib) == 4 * gib  # at most 4 GiB
+    assert cpu_kv_cache_bytes(2.5) == int(2.5 * gib)  # as asked
+    assert available_memory() > 0
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(assets, "locate", lambda name: "/models/x")
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    args = engine_args(VllmBackendConfig(model="/models/x", dtype="float32", kv_cache_gib=1.5))
+    assert args["kv_cache_memory_bytes"] == int(1.5 * gib)
+    monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "3")  # vLLM's own setting wins
+    args = engine_args(VllmBackendConfig(model="/models/x", dtype="float32"))
+    assert "kv_cache_memory_bytes" not in args

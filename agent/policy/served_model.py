@@ -73,6 +73,11 @@ def server_command(config: ServedModelConfig, port: int) -> list[str]:
         str(config.max_model_len),
         "--gpu-memory-utilization",
         str(args["gpu_memory_utilization"]),
+        *(
+            ["--kv-cache-memory-bytes", str(args["kv_cache_memory_bytes"])]
+            if "kv_cache_memory_bytes" in args
+            else []
+        ),
         "--seed",
         str(config.seed),
         "--host",

@@ -73,6 +73,11 @@ class VllmBackendConfig:
       `bfloat16`, `float16`, `float32`.
     - `gpu_memory_utilization`: share of GPU memory (or, on CPU, of RAM) vLLM reserves for weights
       and KV cache; None = 0.9 on GPU, 0.3 on CPU (more starves the rest of the machine).
+    - `kv_cache_gib` (CPU only): the KV cache's size; None = 30% of the memory available when the
+      engine starts, within [1, 4] GiB (`VLLM_CPU_KVCACHE_SPACE`, if set, wins). On a CPU vLLM
+      otherwise sizes it as `gpu_memory_utilization` of the memory node minus what the worker
+      already holds, which is negative on a 14 GiB node (0.25 x 14.3 GiB < the worker's 4.1 GiB),
+      and the engine refuses to start.
     - `max_model_len`: prompt + completion tokens per sequence (None: the model's own limit).
     - `enable_lora`, `max_loras`, `max_lora_rank`: the multi-LoRA population path (off by default:
       LoRA-wrapped layers cost plain decoding too, and on a CPU vLLM then skips torch.compile);
@@ -87,6 +92,7 @@ class VllmBackendConfig:
     model: str = "default"
     dtype: str = "auto"
     gpu_memory_utilization: float | None = None
+    kv_cache_gib: float | None = None
     max_model_len: int | None = 4096
     enable_lora: bool = False
     max_loras: int = 32
@@ -99,6 +105,8 @@ class VllmBackendConfig:
             raise ValueError(f"dtype must be auto, bfloat16, float16 or float32, got {self.dtype}")
         if self.gpu_memory_utilization is not None and not 0 < self.gpu_memory_utilization <= 1:
             raise ValueError("gpu_memory_utilization must be in (0, 1]")
+        if self.kv_cache_gib is not None and not self.kv_cache_gib > 0:
+            raise ValueError("kv_cache_gib must be > 0")
         if self.max_lora_rank not in VLLM_LORA_RANKS:
             raise ValueError(f"max_lora_rank must be one of {VLLM_LORA_RANKS}")
         if self.max_loras < 1 or (self.max_model_len is not None and self.max_model_len < 1):
@@ -128,6 +136,8 @@ def engine_args(config: VllmBackendConfig) -> dict:
         seed=config.seed,
         worker_extension_cls=EXTENSION,  # `VllmBackend.set_weights`
     )
+    if not on_gpu and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
+        args["kv_cache_memory_bytes"] = cpu_kv_cache_bytes(config.kv_cache_gib)
     if config.enable_lora:
         args.update(
             enable_lora=True,
@@ -136,6 +146,29 @@ def engine_args(config: VllmBackendConfig) -> dict:
             max_lora_rank=config.max_lora_rank,
         )
     return args
+
+
+CPU_KV_SHARE = 0.3  # of the memory available at engine start
+CPU_KV_GIB = (1.0, 4.0)  # 1 GiB holds 87k tokens of the default model: 32 rows of 2.7k
+
+
+def cpu_kv_cache_bytes(gib: float | None, available: int | None = None) -> int:
+    """The KV cache size for a CPU engine: `gib` as given, or a share of the available memory
+    (page cache counts as available, as vLLM counts it) within `CPU_KV_GIB`."""
+    if gib is None:
+        free = available_memory() if available is None else available
+        low, high = CPU_KV_GIB
+        gib = min(high, max(low, CPU_KV_SHARE * free / 2**30))
+    return int(gib * 2**30)
+
+
+def available_memory() -> int:
+    """MemAvailable (free memory plus reclaimable page cache), in bytes."""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def write_adapter(perturbation: PopulationPerturbation, member: int, folder: Path) -> None:

@@ -8,8 +8,7 @@ from dataclasses import dataclass, replace
 
 from evaluators.checks import build_job
 from evaluators.task import Task
-from evaluators.timeouts import JobRunner
-from sandbox.job import Limits, Status, Verdict
+from sandbox.job import JobRunner, Limits, Status, Verdict
 
 
 @dataclass(frozen=True)

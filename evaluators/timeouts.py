@@ -13,18 +13,11 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from evaluators.checks import build_job
 from evaluators.task import Task
 from lineage_files import write_atomically
-from sandbox.job import Job, Limits, Status, Verdict
-
-
-class JobRunner(Protocol):
-    """What scoring needs from the sandbox pool: run jobs, yield (index, verdict) as they finish."""
-
-    def run_iter(self, jobs: Sequence[Job]): ...
+from sandbox.job import JobRunner, Limits, Status, Verdict
 
 
 @dataclass(frozen=True)

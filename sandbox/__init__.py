@@ -6,7 +6,7 @@ settings; `ensure_image` builds the image on demand.
 
 from sandbox.config import SandboxConfig
 from sandbox.errors import DockerUnavailable, ImageBuildError, SandboxError
-from sandbox.job import CheckOutcome, CheckResult, Job, Limits, Status, Verdict
+from sandbox.job import CheckOutcome, CheckResult, Job, JobRunner, Limits, Status, Verdict
 
 __all__ = [
     "CheckOutcome",
@@ -14,6 +14,7 @@ __all__ = [
     "DockerUnavailable",
     "ImageBuildError",
     "Job",
+    "JobRunner",
     "Limits",
     "SandboxConfig",
     "SandboxError",

@@ -9,9 +9,10 @@ builtins it patched: those all live in a process the referee does not share.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 
 class Status(StrEnum):
@@ -134,3 +135,12 @@ class Verdict:
         d["checks"] = [[c.outcome.value, c.detail] for c in self.checks]
         d["kept"] = list(self.kept)
         return d
+
+
+class JobRunner(Protocol):
+    """What runs jobs: the Docker pool (`SandboxPool`) or its Ray fan-out (`RayJobRunner`).
+    `run_iter` yields (index, verdict) as jobs finish; `run` returns the verdicts in order."""
+
+    def run_iter(self, jobs: Sequence[Job]) -> Iterator[tuple[int, Verdict]]: ...
+
+    def run(self, jobs: Sequence[Job]) -> list[Verdict]: ...

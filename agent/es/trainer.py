@@ -22,8 +22,7 @@ from agent.policy.prompts import COMPLETION_STOPS, completion_prompt
 from evaluators.rewards import RewardConfig, fitness, reward
 from evaluators.scoring import Candidate, score
 from evaluators.task import Task
-from evaluators.timeouts import JobRunner
-from sandbox.job import Verdict
+from sandbox.job import JobRunner, Verdict
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,7 @@ from agent.scaffold.repo import Files, apply_changes
 from agent.scaffold.solving import Attempt
 from agent.scaffold.syntax import syntax_problem
 from archive.paths import MAX_SCAFFOLD_BYTES, path_problem, size_problem, tree_problem
-from evaluators.timeouts import JobRunner
-from sandbox.job import Limits, Status
+from sandbox.job import JobRunner, Limits, Status
 
 # Paths whose edits are allowed but flagged in the node's metadata: the agent's own tests, and
 # anything that looks like logging (what a reward hacker would touch first).

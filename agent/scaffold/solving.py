@@ -20,8 +20,7 @@ from agent.gateway import Budget, Gateway, SessionRecord
 from agent.scaffold.jobs import solve_job, task_view
 from evaluators.scoring import Candidate, score
 from evaluators.task import Task
-from evaluators.timeouts import JobRunner
-from sandbox.job import Limits, Status, Verdict
+from sandbox.job import JobRunner, Limits, Status, Verdict
 
 TASK_PROCESSES = 8  # threads + processes one task of an agent job may start
 

@@ -22,8 +22,8 @@ from agent.es.checkpoint import Checkpoint
 from agent.policy.backend import Generation, GenerationConfig
 from agent.scale.backend_source import BackendSource
 from agent.scale.local_policy import PopulationLike
-from evaluators.timeouts import JobRunner
 from sandbox import SandboxConfig
+from sandbox.job import JobRunner
 
 ExecutorKind = Literal["local", "ray"]
 KINDS: tuple[str, ...] = ("local", "ray")

@@ -8,8 +8,9 @@ base node's held-out score is the baseline. Held-out tasks are never used for se
         [--heldout humaneval:test] [--heldout-tasks 0] [--out out/improve] [--json PATH]
 
 Figures: base_heldout, best_heldout_es, best_heldout_edit, best_heldout_both, each gain with its
-paired interval and McNemar p (best minus base, task by task), and the joint run's best against
-each single-operator run's best on the same held-out tasks.
+paired interval and McNemar p (best minus base, task by task), the joint run's best against
+each single-operator run's best on the same held-out tasks, and each run's time split (wall
+seconds by phase, from its event log).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from agent.loop.events import read_events
 from agent.loop.frontier import results
 from archive import Archive, Node
 from evaluators.stats import PairedDifference, paired_on_shared
@@ -50,6 +52,27 @@ def mode_config(base: dict, mode: str, budget_s: float, heldout: str, heldout_ta
     tasks["heldout"] = heldout
     tasks["heldout_tasks"] = heldout_tasks
     return config
+
+
+def time_split(events: list[dict]) -> dict[str, float]:
+    """Wall seconds by what the run was doing, from its event log: each interval between two
+    events is charged to the phase the earlier one opened (the held-out report: to the event
+    that ends it)."""
+    spans: dict[str, float] = {}
+    for a, b in zip(events, events[1:], strict=False):
+        kind = a.get("event")
+        if b.get("event") == "heldout":
+            phase = "held-out report"
+        elif kind == "iteration_started":
+            phase = f"making {a.get('operator')} children"
+        elif kind == "evaluation_started":
+            phase = "judging the base" if a.get("node") == "n0000" else "judging children"
+        elif kind == "run_started":
+            phase = "start (engine, sandbox, timeouts)"
+        else:
+            phase = "between (selection, storing)"
+        spans[phase] = spans.get(phase, 0.0) + max(0.0, b["t"] - a["t"])
+    return dict(sorted(spans.items(), key=lambda kv: -kv[1]))
 
 
 def to_toml(data: dict) -> str:
@@ -129,6 +152,14 @@ def main() -> None:
             figures[f"gain_{mode}"] = gain.diff
             figures[f"gain_{mode}_paired"] = gain.to_json()
         rows.append((mode, best.id, score(base), score(best), gain))
+        split = time_split(list(read_events(run_dir / "events.jsonl")))
+        figures[f"time_split_{mode}"] = split
+        total = sum(split.values()) or 1.0
+        console.print(
+            f"{mode} time split: "
+            + ", ".join(f"{k} {v:.0f} s ({v / total:.0%})" for k, v in split.items()),
+            highlight=False,
+        )
     if "both" in bests:  # the joint run against each single-operator run, task by task
         for mode in ("es", "edit"):
             if mode in bests:

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from agent.es.config import EsConfig
 from agent.policy.cpu_bind import cpu_binding
 from agent.policy.served_model import ServedModelConfig
 from agent.scaffold.edit import EditConfig
@@ -141,38 +142,54 @@ class OperatorsSection(Section):
         return self._any("steps_weights")
 
 
+_ES = EsConfig()  # the ES library's defaults, which the section shares but for one
+
+
 class EsSection(Section):
+    """The loop's ES steps: the strategy's settings (`EsConfig`, agent/es/config.py, built by
+    `es_config`) and what the loop does around a step."""
+
+    # The one default that differs from EsConfig's 32 (EGGROLL's): a CPU judges a population
+    # member by running the whole scaffold on every minibatch task, so 8 members is what a step
+    # of a 2-core run can afford.
     population: int = Field(8, ge=2)
-    sigma: float = Field(1e-3, gt=0)
-    alpha: float = Field(5e-7, gt=0)  # see agent/es/config.py: Qiu et al.'s lr times sigma
-    rank: int = Field(1, ge=1)
+    sigma: float = Field(_ES.sigma, gt=0)
+    alpha: float = Field(_ES.alpha, gt=0)  # see agent/es/config.py: Qiu et al.'s lr times sigma
+    rank: int = Field(_ES.rank, ge=1)
+    shaping: Literal["zscore", "centered_rank"] = _ES.shaping
+    optimizer: Literal["sgd", "adam"] = _ES.optimizer
+    adam_betas: tuple[float, float] = _ES.adam_betas
+    adam_eps: float = Field(_ES.adam_eps, gt=0)
+    target_modules: list[str] = Field(default_factory=lambda: list(_ES.target_modules))
     tasks_per_step: int = Field(4, ge=1)
     # Every k-th ES step of depth, the child's fp32 targeted weights (and Adam's moments) are
     # stored with it, so setting any node's weights replays at most k-1 records; 0: never.
     # Each costs 4 bytes per targeted parameter on disk (1.4 GB for the default model).
     checkpoint_every: int = Field(0, ge=0)
-    shaping: Literal["zscore", "centered_rank"] = "zscore"
     # A step whose members all tied on every task has a zero update: its child is its parent's
     # weights again. True: fail it as "no update" instead of judging it on stage 1 and dev.
     skip_tied: bool = True
-    optimizer: Literal["sgd", "adam"] = "sgd"
-    target_modules: list[str] = Field(
-        default_factory=lambda: [
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ]
-    )
 
     @model_validator(mode="after")
     def _even(self) -> EsSection:
         if self.population % 2:
             raise ValueError("population must be even (antithetic pairs)")
         return self
+
+    def es_config(self, seed: int) -> EsConfig:
+        """The strategy's settings for a run with this seed (noise depends on it)."""
+        return EsConfig(
+            population=self.population,
+            sigma=self.sigma,
+            alpha=self.alpha,
+            rank=self.rank,
+            seed=seed,
+            target_modules=tuple(self.target_modules),
+            shaping=self.shaping,
+            optimizer=self.optimizer,
+            adam_betas=self.adam_betas,
+            adam_eps=self.adam_eps,
+        )
 
 
 class EditSection(EditConfig):

@@ -10,7 +10,6 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from agent.es import EsConfig
 from agent.es.eggroll import Population
 from agent.es.trainer import EsTrainer, EsTrainerConfig, Evaluated
 from agent.loop.evaluation import scaffold_files
@@ -60,20 +59,6 @@ class ScaffoldEvaluator:
         )
 
 
-def es_config(rt: Runtime) -> EsConfig:
-    e = rt.config.es
-    return EsConfig(
-        population=e.population,
-        sigma=e.sigma,
-        alpha=e.alpha,
-        rank=e.rank,
-        seed=rt.config.seed,
-        target_modules=tuple(e.target_modules),
-        shaping=e.shaping,
-        optimizer=e.optimizer,
-    )
-
-
 def checkpoint_if_due(rt: Runtime, depth: int) -> Path | None:
     """The loaded weights materialized, every `[es] checkpoint_every` steps of depth. Only a
     shortcut for later replays: one that cannot be written is logged, and the child kept."""
@@ -102,7 +87,8 @@ def es_step(rt: Runtime, parent_id: str, iteration: int, rng: random.Random | No
     chain = rt.archive.weights_chain(parent_id)
     rt.set_weights(chain)
     files = scaffold_files(rt.archive, parent_id)
-    es = rt.weights.strategy(es_config(rt), step=iteration)  # moves the chain's own master
+    es_config = rt.config.es.es_config(rt.config.seed)
+    es = rt.weights.strategy(es_config, step=iteration)  # moves the chain's own master
     trainer = EsTrainer(
         es,
         None,

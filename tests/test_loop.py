@@ -3,6 +3,8 @@ run, status, graph, SIGTERM, and kill -9 at random moments followed by resume.""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import random
 import signal
@@ -58,6 +60,8 @@ def float_keys() -> list[tuple[str, str]]:
         if isinstance(kind, type) and issubclass(kind, BaseModel):
             fields = kind.model_fields
             keys += [(section, k) for k, f in fields.items() if is_float(f.annotation)]
+        elif dataclasses.is_dataclass(kind):  # a subsystem's own settings ([gateway], ...)
+            keys += [(section, f.name) for f in dataclasses.fields(kind) if is_float(f.type)]
         elif is_float(kind):
             keys.append(("", section))
     keys += [("operators", name) for name in RunConfig().operators.weights]  # weights by name
@@ -69,13 +73,35 @@ def test_non_finite_floats_are_refused_at_load_naming_the_key(tmp_path, value):
     """`wall_s = inf` used to pass and fail later with an OverflowError; every float key of
     every section is refused at load, in the file/key format."""
     keys = float_keys()
-    assert {("solve", "wall_s"), ("budget", "wall_clock_s"), ("operators", "both")} <= set(keys)
+    assert {
+        ("solve", "wall_s"),
+        ("budget", "wall_clock_s"),
+        ("operators", "both"),
+        ("gateway", "batch_window_s"),
+        ("timeouts", "ceiling_s"),
+    } <= set(keys)
     for section, key in keys:
         path = tmp_path / "c.toml"
         path.write_text(f"[{section}]\n{key} = {value}\n" if section else f"{key} = {value}\n")
         where = rf"\[{section}\] {key}" if section else key
         with pytest.raises(ConfigError, match=rf"c.toml: {where}: .*finite"):
             load_config(path)
+
+
+def test_the_subsystems_settings_are_sections_of_their_own():
+    """[gateway], [reward] and [timeouts] are the gateway's, the ES reward's and the scoring
+    timeouts' own settings objects, checked by them, in the file/key error format."""
+    config = from_dict(
+        {"gateway": {"max_batch_rows": 32}, "reward": {"pass_weight": 1.0}, "timeouts": {}}, "t"
+    )
+    assert config.gateway.max_batch_rows == 32 and config.reward.pass_weight == 1.0
+    assert from_dict(json.loads(config.to_json()), "config.json") == config  # resume reads it
+    with pytest.raises(ConfigError, match=r"run.toml: \[gateway\] bogus: unknown key"):
+        from_dict({"gateway": {"bogus": 1}}, "run.toml")
+    with pytest.raises(ConfigError, match=r"run.toml: \[reward\]: .*weights must be >= 0"):
+        from_dict({"reward": {"format_weight": -1.0}}, "run.toml")
+    with pytest.raises(ConfigError, match=r"run.toml: \[timeouts\]: .*must not exceed"):
+        from_dict({"timeouts": {"floor_s": 90.0}}, "run.toml")
 
 
 def test_cli_rejects_a_bad_config_before_loading_anything(tmp_path):

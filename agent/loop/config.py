@@ -6,6 +6,7 @@ key path (`[es] population: ...`), so a typo never starts a day-long run with a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from pathlib import Path
@@ -21,10 +22,13 @@ from pydantic import (
 )
 
 from agent.es.config import EsConfig
+from agent.gateway.config import GatewayConfig
 from agent.policy.cpu_bind import cpu_binding
 from agent.policy.served_model import ServedModelConfig
 from agent.scaffold.edit import EditConfig
 from agent.scaffold.solving import SolveConfig
+from evaluators.rewards import RewardConfig
+from evaluators.timeouts import TimeoutPolicy
 
 
 class ConfigError(ValueError):
@@ -262,6 +266,10 @@ class RunConfig(Section):
     sandbox: SandboxSection = SandboxSection()
     selection: SelectionSection = SelectionSection()
     report: ReportSection = ReportSection()
+    # The subsystems' own settings objects, as they are (each checks itself when built):
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)  # agent/gateway/config.py
+    reward: RewardConfig = Field(default_factory=RewardConfig)  # ES fitness, evaluators/rewards.py
+    timeouts: TimeoutPolicy = Field(default_factory=TimeoutPolicy)  # evaluators/timeouts.py
 
     @model_validator(mode="after")
     def _address_needs_ray(self) -> RunConfig:
@@ -301,14 +309,17 @@ def from_dict(data: dict, source: str) -> RunConfig:
                 where = f"[{loc[0]}] {'.'.join(loc[1:])}".rstrip()
             else:
                 where = loc[0] if loc else ""
-            message = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+            unknown = err["type"] in ("extra_forbidden", "unexpected_keyword_argument")
+            message = "unknown key" if unknown else err["msg"]
             message = message.removeprefix("Value error, ")
             problems.append(f"{where}: {message}" if where else message)
         raise ConfigError(f"{source}: " + "; ".join(problems)) from None
 
 
 def _is_section(annotation: object) -> bool:
-    return isinstance(annotation, type) and issubclass(annotation, BaseModel)
+    return isinstance(annotation, type) and (
+        issubclass(annotation, BaseModel) or dataclasses.is_dataclass(annotation)
+    )
 
 
 def load_saved(run_dir: Path) -> RunConfig:

@@ -18,7 +18,6 @@ from agent.es.checkpoint import Checkpoint, save_checkpoint
 from agent.gateway import (
     ExternalEndpoint,
     Gateway,
-    GatewayConfig,
     PromptMeter,
     tokenizer_chat_template,
 )
@@ -106,7 +105,7 @@ class Runtime:
             self.gateway = self._stack.enter_context(
                 Gateway(
                     generator,
-                    GatewayConfig(),
+                    config.gateway,
                     chat_template=tokenizer_chat_template(self.backend.tokenizer),
                     meter=PromptMeter.of(self.backend),  # the replicas' model, counted here
                 )
@@ -122,7 +121,7 @@ class Runtime:
             )
             self.proposer = self._open_proposer()
             everything = self.tasks.train + self.tasks.dev + self.tasks.heldout
-            self.timeouts = calibrate(everything, self.scoring_pool)
+            self.timeouts = calibrate(everything, self.scoring_pool, config.timeouts)
         except BaseException:
             self._stack.close()
             raise

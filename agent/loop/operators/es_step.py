@@ -94,7 +94,11 @@ def es_step(rt: Runtime, parent_id: str, iteration: int, rng: random.Random | No
         None,
         None,
         rt.tasks.train,
-        EsTrainerConfig(tasks_per_step=rt.config.es.tasks_per_step, seed=rt.config.seed),
+        EsTrainerConfig(
+            tasks_per_step=rt.config.es.tasks_per_step,
+            seed=rt.config.seed,
+            reward=rt.config.reward,
+        ),
         evaluator=ScaffoldEvaluator(rt, files, f"es{iteration}"),
     )
     result = trainer.step(parent=parent_id)

@@ -326,13 +326,16 @@ def test_kill_9_at_random_moments_then_resume(tiny_dir, tmp_path):
     rng = random.Random(7)
     completed: dict[str, tuple[str, dict]] = {}
     kills = 0
-    first = True
+
+    def life() -> list[str]:
+        """`run` until the run has its config.json (a life killed before writing it left no
+        run behind, and `run` starts it again), then `resume`."""
+        if not (run_dir / "config.json").exists():
+            return ["run", str(cfg), "--run-dir", str(run_dir)]
+        return ["resume", str(run_dir), "--iterations", str(iterations)]
+
     while kills < 10:
-        args = (
-            ["run", str(cfg), "--run-dir", str(run_dir)]
-            if first
-            else ["resume", str(run_dir), "--iterations", str(iterations)]
-        )
+        args = life()
         proc = subprocess.Popen(
             [*LINEAGE, *args],
             stdout=subprocess.DEVNULL,
@@ -340,7 +343,6 @@ def test_kill_9_at_random_moments_then_resume(tiny_dir, tmp_path):
             cwd=ROOT,
             start_new_session=True,
         )
-        first = False
         try:
             proc.wait(timeout=rng.uniform(3.0, 14.0))
         except subprocess.TimeoutExpired:
@@ -356,7 +358,7 @@ def test_kill_9_at_random_moments_then_resume(tiny_dir, tmp_path):
         iterations += 6  # a fast machine finished the budget: raise it, keep killing
     if kills >= 10 or not (run_dir / "archive.sqlite").exists():
         out = subprocess.run(
-            [*LINEAGE, "resume", str(run_dir), "--iterations", str(iterations)],
+            [*LINEAGE, *life()],
             capture_output=True,
             text=True,
             cwd=ROOT,

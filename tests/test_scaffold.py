@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import threading
-from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -238,7 +237,7 @@ def test_an_agent_call_may_wait_as_long_as_its_job(agent_pool, gateway, tasks):
         **seed_files(),
         "scaffold/solve.py": "def solve(task, llm):\n    return repr(llm.timeout_s)\n",
     }
-    result = solve(files, tasks[:1], agent_pool, gateway, replace(FAST, wall_s=321.0))
+    result = solve(files, tasks[:1], agent_pool, gateway, FAST.model_copy(update={"wall_s": 321.0}))
     assert [(a.program, a.error) for a in result.attempts] == [("321.0", None)]
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from agent.policy.transformers_backend import cpu_has_native_bf16
 from agent.policy.vllm_weights import load_linears, set_layer_weight, stacked, with_siblings
 
 
@@ -94,13 +95,15 @@ def test_a_onednn_packed_layer_computes_with_the_new_weight() -> None:
 
     if not ops._supports_onednn:
         pytest.skip("this vLLM build has no oneDNN matmul (not a CPU build)")
+    # the dtype the engine computes in here: oneDNN has no bf16 matmul without native bf16
+    dtype = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     gen = torch.Generator().manual_seed(0)
-    old, new = (torch.randn(48, 32, generator=gen).to(torch.bfloat16) for _ in range(2))
-    x = torch.randn(5, 32, generator=gen).to(torch.bfloat16)
+    old, new = (torch.randn(48, 32, generator=gen).to(dtype) for _ in range(2))
+    x = torch.randn(5, 32, generator=gen).to(dtype)
     layer = Linear(48, 32)
     handle = ops.create_onednn_mm(old.t(), 32)  # as vLLM's CPU dispatch packs a loaded weight
     layer.cpu_linear = lambda x, weight, bias: ops.onednn_mm(handle, x, bias)
-    layer.weight = nn.Parameter(torch.empty(0, dtype=torch.bfloat16), requires_grad=False)
+    layer.weight = nn.Parameter(torch.empty(0, dtype=dtype), requires_grad=False)
     before = layer.cpu_linear(x, None, None)
 
     set_layer_weight("layer", layer, new)

@@ -285,7 +285,7 @@ def tied_step_runtime(monkeypatch, verdicts_of, skip_tied: bool = True):
     """A runtime for `es_step` with a real tiny model and a real ES strategy, the population
     judged by `verdicts_of(population_size, tasks)` instead of the sandbox."""
     from agent.es.trainer import Evaluated
-    from agent.loop.operators import es_step as operators
+    from agent.loop.operators import es_step as es_step_module
     from archive import WeightsChain
 
     model, _ = tiny_model(TinyModelConfig(seed=1))
@@ -300,8 +300,8 @@ def tied_step_runtime(monkeypatch, verdicts_of, skip_tied: bool = True):
         def __call__(self, population, tasks) -> Evaluated:
             return Evaluated(verdicts_of(population.size, tasks), 10, 0.1, 0.1)
 
-    monkeypatch.setattr(operators, "ScaffoldEvaluator", Judge)
-    monkeypatch.setattr(operators, "scaffold_files", lambda *_: {})
+    monkeypatch.setattr(es_step_module, "ScaffoldEvaluator", Judge)
+    monkeypatch.setattr(es_step_module, "scaffold_files", lambda *_: {})
     config = from_dict(
         {
             "es": {

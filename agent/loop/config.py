@@ -302,9 +302,9 @@ def from_dict(data: dict, source: str) -> RunConfig:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         problems = []
+        sections = {k for k, f in RunConfig.model_fields.items() if _is_section(f.annotation)}
         for err in exc.errors():
             loc = [str(p) for p in err["loc"]]
-            sections = {k for k, f in RunConfig.model_fields.items() if _is_section(f.annotation)}
             if len(loc) > 1 or (loc and loc[0] in sections):
                 where = f"[{loc[0]}] {'.'.join(loc[1:])}".rstrip()
             else:

@@ -24,7 +24,7 @@ from archive.node import (
     WeightsChain,
 )
 from archive.recovery import RecoveryReport
-from archive.selection import STRATEGIES, Gate, Pool, Strategy, register_strategy
+from archive.selection import STRATEGIES, Candidates, Gate, Strategy, register_strategy
 from archive.store import Archive
 
 __all__ = [
@@ -44,7 +44,7 @@ __all__ = [
     "Node",
     "NoEligibleNodeError",
     "NodeNotFoundError",
-    "Pool",
+    "Candidates",
     "RecoveryReport",
     "SchemaError",
     "Score",

@@ -46,7 +46,7 @@ class Gate:
         return self.predicate is None or self.predicate(load())
 
 
-class Pool:
+class Candidates:
     """The eligible nodes for one selection: ids, scores and children counts, aligned.
 
     Built on the archive's split column (zero copies) for the default gate, or as a filtered
@@ -68,7 +68,7 @@ class Pool:
         self._clade = clade
 
     @classmethod
-    def from_column(cls, column: SplitColumn, clade: Callable[[str], CladeStats]) -> Pool:
+    def from_column(cls, column: SplitColumn, clade: Callable[[str], CladeStats]) -> Candidates:
         return cls(
             column.ids,
             column.scores,
@@ -133,7 +133,7 @@ class Pool:
 class Strategy(Protocol):
     """Draw one eligible node id; all randomness from `rng` so a seed replays the run."""
 
-    def __call__(self, pool: Pool, rng: random.Random) -> str: ...
+    def __call__(self, pool: Candidates, rng: random.Random) -> str: ...
 
 
 STRATEGIES: dict[str, Callable[..., Strategy]] = {}
@@ -167,7 +167,7 @@ def _sigmoid(z: float) -> float:
     return ez / (1.0 + ez)
 
 
-def _sigmoid_weights(pool: Pool, gain: float, center: float) -> list[float]:
+def _sigmoid_weights(pool: Candidates, gain: float, center: float) -> list[float]:
     """sigmoid(gain (a - center)) / (1 + children) per node: the hot loop at 100k nodes."""
     exp = math.exp
     try:  # one inlined expression: ~20% faster than calling _sigmoid per node
@@ -241,16 +241,16 @@ class ScoreChildProp:
     k: float = 10.0
     midpoint: float = 0.5
 
-    def weights(self, pool: Pool) -> list[float]:
+    def weights(self, pool: Candidates) -> list[float]:
         return _sigmoid_weights(pool, self.k, self.midpoint)
 
-    def probabilities(self, pool: Pool) -> list[float]:
+    def probabilities(self, pool: Candidates) -> list[float]:
         return _normalize(self.weights(pool))
 
     def node_weight(self, score: float, children: int) -> float:
         return _sigmoid(self.k * (score - self.midpoint)) / (1 + children)
 
-    def __call__(self, pool: Pool, rng: random.Random) -> str:
+    def __call__(self, pool: Candidates, rng: random.Random) -> str:
         tree = pool.weight_tree(("score_child_prop", self.k, self.midpoint), self.node_weight)
         if tree is not None:  # default gate: O(log n) on the tree the archive keeps current
             return pool.id_of(tree.sample(rng, lambda: pool.seqs[rng.randrange(len(pool))]))
@@ -268,7 +268,7 @@ class Weighted:
     lam: float = 10.0
     _last_scale: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
 
-    def scale(self, pool: Pool) -> tuple[float, float]:
+    def scale(self, pool: Candidates) -> tuple[float, float]:
         xs = pool.sorted_scores()
         med = median_sorted(xs)
         mad = median_absolute_deviation(xs, med)
@@ -276,11 +276,11 @@ class Weighted:
             mad = statistics.fmean(abs(x - med) for x in xs) or 1.0
         return med, mad
 
-    def weights(self, pool: Pool) -> list[float]:
+    def weights(self, pool: Candidates) -> list[float]:
         med, mad = self.scale(pool)
         return _sigmoid_weights(pool, self.lam / mad, med)
 
-    def __call__(self, pool: Pool, rng: random.Random) -> str:
+    def __call__(self, pool: Candidates, rng: random.Random) -> str:
         """While median and MAD stay put (the usual case with scores k/n), the weights change
         only where a node changed, so a maintained tree serves draws in O(log n); when the
         scale moves, one O(n) pass. Both paths turn one rng.random() into the same pick."""
@@ -298,7 +298,7 @@ class Weighted:
             self._last_scale["key"] = key
         return pool.ids[draw_weighted(self.weights(pool), rng)]
 
-    def probabilities(self, pool: Pool) -> list[float]:
+    def probabilities(self, pool: Candidates) -> list[float]:
         return _normalize(self.weights(pool))
 
 
@@ -319,7 +319,7 @@ class PowerLaw:
             cum.append(total)
         return cum
 
-    def probabilities(self, pool: Pool) -> list[float]:
+    def probabilities(self, pool: Candidates) -> list[float]:
         ranked = pool.ranked()
         order = pool.rank_order() if ranked is None else [pool.position(q) for _, q in ranked]
         assert order is not None
@@ -328,7 +328,7 @@ class PowerLaw:
             p[i] = rank**-self.alpha
         return _normalize(p)
 
-    def __call__(self, pool: Pool, rng: random.Random) -> str:
+    def __call__(self, pool: Candidates, rng: random.Random) -> str:
         n = len(pool)
         cum = self._prefix(n)
         rank = min(bisect_right(cum, rng.random() * cum[n - 1], 0, n), n - 1)
@@ -339,7 +339,7 @@ class PowerLaw:
 class Best:
     """Greedy: the top score; ties broken uniformly with the RNG."""
 
-    def __call__(self, pool: Pool, rng: random.Random) -> str:
+    def __call__(self, pool: Candidates, rng: random.Random) -> str:
         ranked = pool.ranked()
         if ranked is not None:  # (-score, seq) ascending: the ties at the top are a prefix
             n_tied = bisect_right(ranked, (ranked[0][0], math.inf))
@@ -353,7 +353,7 @@ class Best:
 class Uniform:
     """Every eligible node equally likely: the baseline every other strategy must beat."""
 
-    def __call__(self, pool: Pool, rng: random.Random) -> str:
+    def __call__(self, pool: Candidates, rng: random.Random) -> str:
         return pool.ids[rng.randrange(len(pool))]
 
 
@@ -370,7 +370,7 @@ class CladeThompson:
 
     outcome: str = "improvement"
 
-    def __call__(self, pool: Pool, rng: random.Random) -> str:
+    def __call__(self, pool: Candidates, rng: random.Random) -> str:
         stats = pool.clade_stats(self.outcome)
         groups = stats.groups if pool.is_default else _group_by_counts(pool, stats)
         best_theta, best_group = -1.0, None
@@ -396,7 +396,7 @@ class CladeThompson:
         return pool.id_of(seq)
 
 
-def _group_by_counts(pool: Pool, stats: CladeStats) -> dict[tuple[int, int], list[int]]:
+def _group_by_counts(pool: Candidates, stats: CladeStats) -> dict[tuple[int, int], list[int]]:
     groups: dict[tuple[int, int], list[int]] = {}
     for seq in pool.seqs:  # already in seq order, so each group is sorted
         groups.setdefault(stats.counts(seq), []).append(seq)

@@ -48,7 +48,7 @@ from archive.node import (
 from archive.recovery import RecoveryReport, recover
 from archive.scaffolds import ScaffoldRepo
 from archive.schema import check_file, check_schema, create, is_empty, transaction
-from archive.selection import Gate, Pool, Strategy, make_strategy
+from archive.selection import Candidates, Gate, Strategy, make_strategy
 
 DB_NAME = "archive.sqlite"
 GIT_NAME = "scaffolds.git"
@@ -645,7 +645,7 @@ class Archive:
         return self.blobs.path_for(name) if name else None
 
     # ---- selection -----------------------------------------------------------------------
-    def eligible(self, split: str = "train", gate: Gate | None = None) -> Pool:
+    def eligible(self, split: str = "train", gate: Gate | None = None) -> Candidates:
         """The nodes a parent may be drawn from: evaluated, scored on `split`, passing `gate`."""
         column = self._index.column(split)
         index = self._index
@@ -654,7 +654,7 @@ class Archive:
             return index.clade_stats(split, outcome)
 
         if gate is None or gate.is_default():
-            return Pool.from_column(column, clade)
+            return Candidates.from_column(column, clade)
         entries = index.entries
         if gate.predicate is None:  # thresholds only: no Node loads, one tight pass
             lo = -math.inf if gate.min_score is None else gate.min_score
@@ -669,7 +669,7 @@ class Archive:
                 for i, seq in enumerate(column.seqs)
                 if gate.admits(entries[seq].scores[split], lambda s=seq: self.get(entries[s].id))
             ]
-        return Pool(
+        return Candidates(
             [column.ids[i] for i in keep],
             [column.scores[i] for i in keep],
             [column.children[i] for i in keep],

@@ -4,7 +4,7 @@ One run, same prompts, same rows (members x prompts), greedy, a fixed number of 
 - plain: the base model generates all rows in batches (the limit);
 - eggroll: the same rows, each with its member's low-rank perturbation, in the same batches;
 - naive: member by member, perturb the weights in place, generate that member's rows, restore.
-Peak RSS of inference alone and of a whole ES step as the loop runs it (a `ChainWeights` on the
+Peak RSS of inference alone and of a whole ES step as the loop runs it (a `ChainReplayer` on the
 model, its chain set, then ask, population generate, tell) are measured in separate child
 processes, each with the kernel's peak counter reset after the model is loaded (both keep the
 weights resident; loading's transient copies would otherwise set both peaks). On
@@ -182,7 +182,7 @@ def peak_rss_mb() -> float:
 def child(args) -> None:
     import torch
 
-    from agent.es.chain_weights import ChainWeights
+    from agent.es.chain_replayer import ChainReplayer
 
     backend, make_es, rows, member_of_row, gen = build(args)
     cuda = on_cuda(backend)
@@ -194,7 +194,7 @@ def child(args) -> None:
     if args.child == "inference":
         backend.generate(rows, gen)
     else:  # the loop's ES step: the chain's own strategy, from the base model's weights
-        weights = ChainWeights(backend.model, es_config(args).target_modules)
+        weights = ChainReplayer(backend.model, es_config(args).target_modules)
         weights.set([])
         es = weights.strategy(es_config(args), step=0)
         population = es.ask()

@@ -1,7 +1,7 @@
 """Setting a deep node's weights: replay from the base model against a materialized checkpoint.
 
 Builds a chain of `--depth` ES records on the model (synthetic rewards: replay cost does not
-depend on them), writes a checkpoint after `--depth - 1` of them, then times `ChainWeights.set`
+depend on them), writes a checkpoint after `--depth - 1` of them, then times `ChainReplayer.set`
 (the loop's way of setting weights), each time from the base model's weights:
 - base: the whole chain replayed from the base weights;
 - checkpoint: the checkpoint read, and the one record after it applied.
@@ -38,7 +38,7 @@ def main() -> None:
     import torch
 
     from agent.es import EsConfig
-    from agent.es.chain_weights import ChainWeights
+    from agent.es.chain_replayer import ChainReplayer
     from agent.es.checkpoint import Checkpoint, save_checkpoint
     from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
 
@@ -47,7 +47,7 @@ def main() -> None:
         TransformersBackendConfig(model=args.model, dtype=args.dtype)
     )
     config = EsConfig(population=args.population, seed=0)
-    weights = ChainWeights(backend.model, config.target_modules)
+    weights = ChainReplayer(backend.model, config.target_modules)
     weights.set([])
     chain: list[dict] = []
     tell_s = 0.0

@@ -18,10 +18,10 @@ import pytest
 
 from archive import (
     Archive,
+    Candidates,
     Gate,
     NewNode,
     NoEligibleNodeError,
-    Pool,
     Score,
     Status,
     register_strategy,
@@ -364,8 +364,8 @@ def test_same_seed_same_parents_even_across_reopen(tmp_path: Path) -> None:
 
 def test_custom_strategy_registry(archive: Archive) -> None:
     @register_strategy("worst")
-    def worst() -> Callable[[Pool, random.Random], str]:
-        def pick(pool: Pool, rng: random.Random) -> str:
+    def worst() -> Callable[[Candidates, random.Random], str]:
+        def pick(pool: Candidates, rng: random.Random) -> str:
             return pool.ids[min(range(len(pool)), key=pool.scores.__getitem__)]
 
         return pick

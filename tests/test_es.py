@@ -262,7 +262,7 @@ def test_a_few_steps_raise_a_toy_reward():
 def test_an_infra_error_gets_the_worst_fitness_not_its_tasks_mean():
     """A member whose job broke the sandbox must not score its task-mates' mean: that paid a
     candidate for breaking the sandbox whenever the others did worse than the mean."""
-    from agent.es.trainer import EsTrainer, EsTrainerConfig, Evaluated
+    from agent.es.trainer import EsTrainer, EsTrainerConfig, PopulationVerdicts
     from evaluators.task import Task
     from sandbox.job import CheckOutcome, CheckResult, Status, Verdict
 
@@ -284,7 +284,7 @@ def test_an_infra_error_gets_the_worst_fitness_not_its_tasks_mean():
         None,
         [task],
         EsTrainerConfig(tasks_per_step=1),
-        evaluator=lambda population, tasks: Evaluated(judged, 0, 0.0, 0.0),
+        evaluator=lambda population, tasks: PopulationVerdicts(judged, 0, 0.0, 0.0),
     )
     result = trainer.step()
     assert [row[0] for row in result.rewards] == [1.0, 1.0, 0.25, 0.0]

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from agent.es import EsConfig
-from agent.es.chain_weights import ChainWeights
+from agent.es.chain_replayer import ChainReplayer
 from agent.es.checkpoint import save_checkpoint
 from agent.loop.config import from_dict
 from agent.loop.runtime import model_hash
@@ -37,7 +37,7 @@ def make_run(tiny_dir: Path, run_dir: Path) -> tuple[list[dict], str]:
     (run_dir / "config.json").write_text(config.to_json())
     backend = load(tiny_dir)
     es_config = EsConfig(population=4, alpha=0.05, seed=3)
-    weights = ChainWeights(backend.model, es_config.target_modules)
+    weights = ChainReplayer(backend.model, es_config.target_modules)
     weights.set([])
     records = []
     with Archive(run_dir, create=True) as archive:
@@ -69,7 +69,7 @@ def test_export_writes_the_replayed_weights_and_the_scaffold(tiny_dir, tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     exported = AutoModelForCausalLM.from_pretrained(out / "model", dtype="auto").state_dict()
     expected = load(tiny_dir).model
-    ChainWeights(expected, EsConfig().target_modules).set(records)  # from the base, no shortcut
+    ChainReplayer(expected, EsConfig().target_modules).set(records)  # from the base, no shortcut
     assert all(torch.equal(v, exported[k]) for k, v in expected.state_dict().items())
     base = load(tiny_dir).model.state_dict()
     assert not all(torch.equal(v, base[k]) for k, v in exported.items())  # the records moved it

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from agent.es import EggRoll, EsConfig, EsRecord
-from agent.es.chain_weights import ChainWeights
+from agent.es.chain_replayer import ChainReplayer
 from agent.es.replay import base_weights, replay
 from agent.policy.backend import GenerationConfig
 from agent.policy.lowrank import perturbed
@@ -131,7 +131,7 @@ def test_bf16_es_step_keeps_fp32_master_weights_in_host_memory():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_the_loops_es_step_on_cuda_adds_no_gpu_memory_and_replays_exactly(dtype):
-    """The loop's path: a `ChainWeights` on a CUDA model, its chain set, the chain's strategy
+    """The loop's path: a `ChainReplayer` on a CUDA model, its chain set, the chain's strategy
     told. Base and (bf16) master stay off the GPU; the weights are replay's, rounded once."""
     model, _ = model_on(DEVICE, dtype)
     other, _ = model_on(DEVICE, dtype)
@@ -139,11 +139,11 @@ def test_the_loops_es_step_on_cuda_adds_no_gpu_memory_and_replays_exactly(dtype)
     config = EsConfig(population=8, sigma=1e-3, alpha=1e-4, seed=5)
     torch.cuda.synchronize()
     before = torch.cuda.memory_allocated()
-    chain = ChainWeights(model, config.target_modules)
+    chain = ChainReplayer(model, config.target_modules)
     chain.set([])
     es = chain.strategy(config, step=0)
     record = es.tell(es.ask(), REWARDS)
-    fresh = ChainWeights(other, config.target_modules)
+    fresh = ChainReplayer(other, config.target_modules)
     fresh.set([record])
     torch.cuda.synchronize()
     smallest = min(layer.weight.numel() for layer in es.layers.values()) * 2  # bytes, bf16

@@ -278,7 +278,7 @@ def assert_export(run_dir: Path, tiny_dir: Path, tmp_path: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from agent.es.chain_weights import ChainWeights
+    from agent.es.chain_replayer import ChainReplayer
     from agent.loop.config import EsSection
     from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
 
@@ -297,7 +297,7 @@ def assert_export(run_dir: Path, tiny_dir: Path, tmp_path: Path) -> None:
         return TransformersBackend.from_config(config).model
 
     expected = as_the_run_loads_it()
-    ChainWeights(expected, EsSection().target_modules).set(records)
+    ChainReplayer(expected, EsSection().target_modules).set(records)
     assert exported.keys() == expected.state_dict().keys()
     assert all(torch.equal(v, exported[k]) for k, v in expected.state_dict().items())
     # (whether the records moved the weights depends on the run's rewards: tests/test_export.py

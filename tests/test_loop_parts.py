@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from agent.es import EggRoll, EsConfig, chain_weights, eggroll
-from agent.es.chain_weights import ChainWeights
+from agent.es import EggRoll, EsConfig, chain_replayer, eggroll
+from agent.es.chain_replayer import ChainReplayer
 from agent.es.checkpoint import Checkpoint, save_checkpoint
 from agent.es.record import EsRecord
 from agent.es.replay import base_weights, replay
@@ -49,7 +49,7 @@ def test_policy_weights_switch_between_branches_bit_exactly(dtype):
     model, _ = tiny_model(TinyModelConfig(seed=1))
     model = model.to(dtype)
     base = targeted(model)
-    weights = ChainWeights(model, TARGETS)
+    weights = ChainReplayer(model, TARGETS)
     r1, r2, r3 = record(1, seed=0), record(2, seed=0), record(3, seed=0)
     for chain in ([r1], [r1, r2], [r3], [r1, r2], [r1, r2, r3], []):
         weights.set(chain)
@@ -63,13 +63,13 @@ def test_setting_the_loaded_chain_again_applies_nothing(monkeypatch):
     """The loop sets the parent's weights before every operator: the same chain again must cost
     nothing, and extending it must apply only the new record, to the modules it touches."""
     model, _ = tiny_model(TinyModelConfig(seed=1))
-    weights = ChainWeights(model, TARGETS)
+    weights = ChainReplayer(model, TARGETS)
     r1, r2 = record(1, seed=0), record(2, seed=0)
     weights.set([r1])
     updates = []
-    real = chain_weights.update_module
+    real = chain_replayer.update_module
     monkeypatch.setattr(
-        chain_weights,
+        chain_replayer,
         "update_module",
         lambda w, rec, name, *a: updates.append((rec.step, name)) or real(w, rec, name, *a),
     )
@@ -98,7 +98,7 @@ def test_a_checkpoint_bounds_the_replay_and_gives_the_same_bits(
 ):
     chain = chain_of(optimizer)
     writer, _ = tiny_model(TinyModelConfig(seed=1))
-    saved = ChainWeights(writer.to(dtype), TARGETS)
+    saved = ChainReplayer(writer.to(dtype), TARGETS)
     saved.set(chain[:2])
     path = tmp_path / "ckpt.safetensors"
     save_checkpoint(path, saved.master, saved.state)
@@ -107,13 +107,13 @@ def test_a_checkpoint_bounds_the_replay_and_gives_the_same_bits(
     base = targeted(model)
     expected, _ = replay(base, [EsRecord(**r) for r in chain])
     updates = []
-    real = chain_weights.update_module
+    real = chain_replayer.update_module
     monkeypatch.setattr(
-        chain_weights,
+        chain_replayer,
         "update_module",
         lambda w, rec, name, *a: updates.append(rec.step) or real(w, rec, name, *a),
     )
-    weights = ChainWeights(model, TARGETS)
+    weights = ChainReplayer(model, TARGETS)
     weights.set(chain, Checkpoint(path, 2))
     assert set(updates) == {chain[2]["step"]}  # only the record after the checkpoint
     assert all(torch.equal(weights.master[k], expected[k]) for k in expected)
@@ -125,7 +125,7 @@ def test_a_checkpoint_bounds_the_replay_and_gives_the_same_bits(
     for bad in [*bad_ones, Checkpoint(misshapen, 2)]:
         weights.set([])
         updates.clear()
-        with caplog.at_level("WARNING", logger="agent.es.chain_weights"):
+        with caplog.at_level("WARNING", logger="agent.es.chain_replayer"):
             weights.set(chain, bad)
         assert "not used (replaying from the base)" in caplog.text
         assert len(updates) == sum(len(r["modules"]) for r in chain)  # all of every record
@@ -141,7 +141,7 @@ def test_an_es_step_extends_the_loaded_chain_in_place(dtype):
     model, _ = tiny_model(TinyModelConfig(seed=1))
     model = model.to(dtype)
     base = targeted(model)
-    weights = ChainWeights(model, TARGETS)
+    weights = ChainReplayer(model, TARGETS)
     r1 = record(1, seed=0)  # an SGD parent
     weights.set([r1])
     config = EsConfig(population=4, seed=0, target_modules=TARGETS, alpha=0.05, optimizer="adam")
@@ -158,7 +158,7 @@ def test_an_es_step_extends_the_loaded_chain_in_place(dtype):
     weights.set([r1, asdict(r2)])  # the child's chain, as the archive returns it
     assert all(torch.equal(weights.master[k], master[k]) for k in master)
     fresh, _ = tiny_model(TinyModelConfig(seed=1))
-    rebuilt = ChainWeights(fresh.to(dtype), TARGETS)
+    rebuilt = ChainReplayer(fresh.to(dtype), TARGETS)
     rebuilt.set([r1, asdict(r2)])  # module by module from the base, Adam's step count per record
     assert all(torch.equal(rebuilt.master[k], expected[k]) for k in expected)
 
@@ -166,7 +166,7 @@ def test_an_es_step_extends_the_loaded_chain_in_place(dtype):
 def test_a_broken_off_or_stale_es_step_cannot_corrupt_the_chain(monkeypatch):
     model, _ = tiny_model(TinyModelConfig(seed=1))
     base = targeted(model)
-    weights = ChainWeights(model, TARGETS)
+    weights = ChainReplayer(model, TARGETS)
     r1 = record(1, seed=0)
     weights.set([r1])
     es = weights.strategy(EsConfig(population=4, seed=0, target_modules=TARGETS), step=2)
@@ -188,7 +188,7 @@ def test_a_broken_off_or_stale_es_step_cannot_corrupt_the_chain(monkeypatch):
     expected, _ = replay(base, [EsRecord(**r1)])
     assert all(torch.equal(targeted(model)[k], expected[k]) for k in expected)
     with pytest.raises(RuntimeError, match="no chain is loaded"):
-        ChainWeights(model, TARGETS).strategy(es.config, step=3)
+        ChainReplayer(model, TARGETS).strategy(es.config, step=3)
     stale = weights.strategy(es.config, step=2)
     weights.set([])  # another chain: the strategy's master is no longer the chain's
     with pytest.raises(RuntimeError, match="set to other weights"):
@@ -284,12 +284,12 @@ def test_checkpoints_are_due_every_k_steps_of_depth_and_never_fail_a_child(tmp_p
 def tied_step_runtime(monkeypatch, verdicts_of, skip_tied: bool = True):
     """A runtime for `es_step` with a real tiny model and a real ES strategy, the population
     judged by `verdicts_of(population_size, tasks)` instead of the sandbox."""
-    from agent.es.trainer import Evaluated
+    from agent.es.trainer import PopulationVerdicts
     from agent.loop.operators import es_step as es_step_module
     from archive import WeightsChain
 
     model, _ = tiny_model(TinyModelConfig(seed=1))
-    weights = ChainWeights(model, TARGETS)
+    weights = ChainReplayer(model, TARGETS)
     weights.set([])
     set_calls: list[int] = []
 
@@ -297,8 +297,8 @@ def tied_step_runtime(monkeypatch, verdicts_of, skip_tied: bool = True):
         def __init__(self, *_args) -> None:
             pass
 
-        def __call__(self, population, tasks) -> Evaluated:
-            return Evaluated(verdicts_of(population.size, tasks), 10, 0.1, 0.1)
+        def __call__(self, population, tasks) -> PopulationVerdicts:
+            return PopulationVerdicts(verdicts_of(population.size, tasks), 10, 0.1, 0.1)
 
     monkeypatch.setattr(es_step_module, "ScaffoldEvaluator", Judge)
     monkeypatch.setattr(es_step_module, "scaffold_files", lambda *_: {})

@@ -11,7 +11,7 @@ import logging
 import pytest
 import torch
 
-from agent.es.chain_weights import ChainWeights
+from agent.es.chain_replayer import ChainReplayer
 from agent.es.config import DEFAULT_TARGETS, EsConfig
 from agent.loop import policy as loop_policy
 from agent.loop.config import ConfigError, from_dict
@@ -147,7 +147,7 @@ def test_sync_pushes_the_host_weights_only_when_the_chain_changes() -> None:
     host = TransformersBackend(model, tokenizer)
     engine = FakeEngine()
     policy = VllmPolicy(engine, host)  # type: ignore[arg-type]
-    chain = ChainWeights(model, ["q_proj", "down_proj"])  # k/v travel with q: vLLM stacks them
+    chain = ChainReplayer(model, ["q_proj", "down_proj"])  # k/v travel with q: vLLM stacks them
     ran: list[str] = []
 
     def run(fn):

@@ -14,8 +14,8 @@ from agent.loop import operators
 from agent.loop.config import ConfigError, from_dict
 from agent.loop.operators import Child, choose_operator, get_operator, register_operator
 from agent.loop.operators import registry as registry_module
-from archive import view
-from archive.view import OTHER_STYLE, OperatorStyle, operator_style
+from archive.drawing import view
+from archive.drawing.view import OTHER_STYLE, OperatorStyle, operator_style
 
 
 @pytest.fixture

@@ -18,9 +18,9 @@ from PIL import Image
 from test_serve import chromium, find_browser
 
 from archive import Archive, Score, Status
-from archive.png import figure
-from archive.render import render_html, render_png
-from archive.view import lineage_view, score_color
+from archive.drawing.png import figure
+from archive.drawing.render import render_html, render_png
+from archive.drawing.view import lineage_view, score_color
 
 REASONS = {
     "n0003": "empty diff: improve changed nothing",

@@ -14,7 +14,7 @@ from dataclasses import asdict
 import pytest
 import torch
 
-from agent.es.chain_weights import ChainWeights, as_record
+from agent.es.chain_replayer import ChainReplayer, as_record
 from agent.es.checkpoint import Checkpoint, save_checkpoint
 from agent.es.config import EsConfig
 from agent.es.eggroll import EggRoll
@@ -102,7 +102,7 @@ def test_bad_records_are_named() -> None:
     record = asdict(es_record(EggRoll(ES, model))[0])
     record["modules"] = ["model.no_such_layer"]
     with pytest.raises(KeyError, match="no_such_layer"):
-        ChainWeights(tiny_model()[0]).set([record])
+        ChainReplayer(tiny_model()[0]).set([record])
 
 
 def es_record(es: EggRoll):
@@ -116,7 +116,7 @@ def test_chain_weights_equal_the_es_step_and_reset_to_base() -> None:
     record, _ = es_record(EggRoll(ES, trained))
     model, _ = tiny_model(TinyModelConfig(seed=0))
     base = {k: v.clone() for k, v in model.state_dict().items()}
-    weights = ChainWeights(model)
+    weights = ChainReplayer(model)
     weights.set([asdict(record)])
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in model.state_dict().items())
     assert any(not torch.equal(v, base[k]) for k, v in model.state_dict().items())
@@ -223,7 +223,7 @@ def test_ray_policy_equals_the_local_backend(cluster, one_thread, tmp_path) -> N
 
         # From the chain's checkpoint each replica replays nothing, to the same weights; given a
         # checkpoint that no node can read, each replays the chain from the base instead.
-        saved = ChainWeights(tiny_model(TinyModelConfig(seed=0))[0])
+        saved = ChainReplayer(tiny_model(TinyModelConfig(seed=0))[0])
         saved.set([asdict(record)])
         save_checkpoint(tmp_path / "one.safetensors", saved.master, saved.state)
         for path, replayed in (("one.safetensors", [0, 0]), ("absent.safetensors", [1, 1])):

@@ -18,7 +18,7 @@ pytest.importorskip("vllm", reason="vLLM is not installed (pip install -e .[vllm
 
 from vllm_loop_runner import MAX_TOKENS, PROMPTS, run_config  # noqa: E402
 
-from agent.es.chain_weights import ChainWeights  # noqa: E402
+from agent.es.chain_replayer import ChainReplayer  # noqa: E402
 from agent.es.config import DEFAULT_TARGETS, EsConfig  # noqa: E402
 from agent.loop.policy import engine_config  # noqa: E402
 from agent.policy.backend import GenerationConfig  # noqa: E402
@@ -42,7 +42,7 @@ def host(dtype: str = "bfloat16") -> TransformersBackend:
 
 def test_a_vllm_replica_generates_the_nodes_export(tmp_path) -> None:
     config = run_config()
-    es = ChainWeights(host().model, DEFAULT_TARGETS)
+    es = ChainReplayer(host().model, DEFAULT_TARGETS)
     es.set([])
     strategy = es.strategy(
         EsConfig(population=4, sigma=config.es.sigma, alpha=config.es.alpha, seed=3), step=1
@@ -50,7 +50,7 @@ def test_a_vllm_replica_generates_the_nodes_export(tmp_path) -> None:
     population = strategy.ask()
     record = asdict(strategy.tell(population, [1.0, 0.0, 0.5, 0.25]))
     export = host()
-    ChainWeights(export.model, DEFAULT_TARGETS).set([record])
+    ChainReplayer(export.model, DEFAULT_TARGETS).set([record])
     export.model.save_pretrained(tmp_path / "model")
     export.tokenizer.save_pretrained(tmp_path / "model")
     raw = subprocess.run(

@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 
 from agent.cli import app
 from archive import Archive, Status
-from archive.layout import Position, tree_layout
-from archive.render import render_html, render_png
-from archive.view import (
+from archive.drawing.layout import Position, tree_layout
+from archive.drawing.render import render_html, render_png
+from archive.drawing.view import (
     FAILED_COLOR,
     SCORE_STOPS,
     UNSCORED_COLOR,

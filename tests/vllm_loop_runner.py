@@ -71,12 +71,12 @@ def greedy(gateway) -> list[str]:
 
 
 def weights(policy, gateway, folder: Path) -> dict:
-    from agent.es.chain_weights import ChainWeights
+    from agent.es.chain_replayer import ChainReplayer
     from agent.es.config import DEFAULT_TARGETS, EsConfig
     from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
 
     config = run_config()
-    chain = ChainWeights(policy.model, DEFAULT_TARGETS)
+    chain = ChainReplayer(policy.model, DEFAULT_TARGETS)
     chain.set([])
 
     def sync() -> float:
@@ -100,7 +100,7 @@ def weights(policy, gateway, folder: Path) -> dict:
         TransformersBackendConfig(model=MODEL, device="cpu", dtype=dtype)
     )
     out["transformers_base"] = [g.text for g in fresh.generate(PROMPTS, greedy_config())]
-    ChainWeights(fresh.model, DEFAULT_TARGETS).set([dataclasses.asdict(record)])
+    ChainReplayer(fresh.model, DEFAULT_TARGETS).set([dataclasses.asdict(record)])
     fresh.model.save_pretrained(folder / "model")
     fresh.tokenizer.save_pretrained(folder / "model")
     out["transformers_node"] = [g.text for g in fresh.generate(PROMPTS, greedy_config())]

@@ -41,7 +41,7 @@ def export(
     ] = Path("export"),
 ) -> None:
     """Write a node's weights (a Hugging Face model folder) and scaffold code to --out."""
-    from agent.es.chain_weights import ChainWeights
+    from agent.es.chain_replayer import ChainReplayer
     from agent.loop.config import ConfigError, load_saved
     from agent.loop.loop import best_by_dev
     from agent.loop.runtime import checkpoint_of, model_hash
@@ -75,7 +75,7 @@ def export(
             )
         start = checkpoint_of(chain)
         with console.status(f"replaying {len(chain.records)} ES records onto the base"):
-            replayed = ChainWeights(backend.model, cfg.es.target_modules).set(chain.records, start)
+            replayed = ChainReplayer(backend.model, cfg.es.target_modules).set(chain.records, start)
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
         try:

@@ -30,7 +30,7 @@ def graph(
     """Draw the lineage tree: an interactive offline HTML page and/or a PNG."""
     import agent.loop.operators  # noqa: F401  (each registers how its nodes are drawn)
     from archive import Archive, ArchiveError
-    from archive.render import render_html, render_png
+    from archive.drawing.render import render_html, render_png
 
     console = Console(stderr=True, soft_wrap=True)  # paths stay whole
     if html is None and png is None:

@@ -193,7 +193,7 @@ def nodes_table(nodes: list) -> Table:
     """One row per node: scores, wrong answers apart from agent errors (no program at all),
     and why a failed node failed."""
     from agent.loop.frontier import ROOT_ID, results
-    from archive.view import outcome_totals
+    from archive.drawing.view import outcome_totals
     from evaluators.stats import paired_on_shared, wilson_interval
 
     base = next((results(n, "dev") for n in nodes if n.id == ROOT_ID), {})

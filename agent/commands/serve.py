@@ -1,7 +1,7 @@
 """`lineage serve RUN_DIR`: a live dashboard of a run (best score per split over time, the
 lineage tree, node details, recent events), refreshed while the run goes on.
 
-The page is `archive.render.page_html` in live mode, so it draws exactly what `lineage graph
+The page is `archive.drawing.render.page_html` in live mode, so it draws exactly what `lineage graph
 --html` draws. Its script polls GET /api/lineage?version=V every few seconds; the server re-reads
 the archive (read-only: no lock, no recovery, the loop is not disturbed) only when the files of
 the run directory changed, and answers {"unchanged": true} when the client already has it.
@@ -57,7 +57,7 @@ class LineageFeed:
 
     def _build(self) -> dict[str, Any]:
         from archive import Archive
-        from archive.view import lineage_view
+        from archive.drawing.view import lineage_view
 
         with Archive(self.run_dir, readonly=True) as archive:
             view = lineage_view(archive, diff_cache=self._diffs)
@@ -173,7 +173,7 @@ def make_server(
     """Bind the dashboard (port 0: any free port); the run directory is read once up front so a
     wrong path fails here, not in the browser. Raises ArchiveError or OSError."""
     import agent.loop.operators  # noqa: F401  (each registers how its nodes are drawn)
-    from archive.render import page_html
+    from archive.drawing.render import page_html
 
     if interval_s <= 0:
         raise ValueError(f"refresh interval must be > 0 seconds, got {interval_s}")

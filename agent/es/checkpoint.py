@@ -1,6 +1,6 @@
 """Materialized checkpoints: a node's fp32 targeted weights and optimizer state, in one file.
 
-They bound the cost of replay at depth: `ChainWeights.set` starts from the deepest checkpoint on a
+They bound the cost of replay at depth: `ChainReplayer.set` starts from the deepest checkpoint on a
 chain and applies only the records after it (the loop writes one every `[es] checkpoint_every`
 ES steps of depth). The file is safetensors, so any safetensors tool opens it, but it is written
 and read here one module at a time: the weights may be a spilled store of gigabytes, and neither

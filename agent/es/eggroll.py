@@ -13,11 +13,11 @@ model's size, is spilled to an anonymous file and moved one module at a time
 (`agent.es.weight_store`), so a step's memory stays near inference's (measured by
 `benchmarks/es_bench.py`, figures in the README's benchmark table). The update is computed on the
 CPU, so only the rounded weights cross to the device.
-A strategy may instead move a chain's own master and optimizer state (`ChainWeights.strategy`,
+A strategy may instead move a chain's own master and optimizer state (`ChainReplayer.strategy`,
 the loop's ES step): then its `tell` is that chain's next record exactly as replay applies it.
 The update is W += alpha / (N sigma) * sum_i f_i E_i, computed from each pair's factors as rank-1
 updates in a fixed order: elementwise work only, so the result does not depend on thread count,
-and `tell`, `replay` and `ChainWeights` share `update_module`, which makes replay bit-identical
+and `tell`, `replay` and `ChainReplayer` share `update_module`, which makes replay bit-identical
 by construction.
 """
 
@@ -57,7 +57,7 @@ def select_targets(model: nn.Module, suffixes: Sequence[str]) -> dict[str, nn.Li
 class OptimizerState:
     """Adam moments per module (none for SGD); rebuilt by replaying the chain, or read from a
     checkpoint. `spilled`: Adam's moments, two more fp32 copies of the targeted weights, go to
-    spilled stores like the master (what `EggRoll` and `ChainWeights` use) instead of dicts."""
+    spilled stores like the master (what `EggRoll` and `ChainReplayer` use) instead of dicts."""
 
     steps: int = 0
     first: Weights | None = None
@@ -204,7 +204,7 @@ class EggRoll:
         chain: ChainState | None = None,
     ) -> None:
         """`chain`: master weights and optimizer state to move instead of the strategy's own (a
-        `ChainWeights`' own, so that `tell` is exactly the chain's next replayed record)."""
+        `ChainReplayer`' own, so that `tell` is exactly the chain's next replayed record)."""
         self.config = config
         self.model = model
         self.layers = select_targets(model, config.target_modules)

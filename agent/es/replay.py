@@ -19,7 +19,7 @@ from agent.es.weight_store import host_fp32
 
 def base_weights(model: torch.nn.Module, target_modules: Sequence[str]) -> dict[str, torch.Tensor]:
     """fp32 copies of the targeted weights in host memory, the starting point of every chain (a
-    dict for replaying small models; `ChainWeights` spills its base instead)."""
+    dict for replaying small models; `ChainReplayer` spills its base instead)."""
     return {n: host_fp32(m.weight) for n, m in select_targets(model, target_modules).items()}
 
 

@@ -57,7 +57,7 @@ class StepResult:
 
 
 @dataclass(frozen=True)
-class Evaluated:
+class PopulationVerdicts:
     """A population's verdicts on a minibatch, member-major (all tasks of member 0 first)."""
 
     verdicts: list[Verdict]
@@ -71,7 +71,7 @@ class PopulationEvaluator(Protocol):
     """Turns (population, tasks) into verdicts: straight completions from the policy (below), or
     the node's scaffold run in the sandbox against the gateway (the loop's evaluator)."""
 
-    def __call__(self, population: Population, tasks: Sequence[Task]) -> Evaluated: ...
+    def __call__(self, population: Population, tasks: Sequence[Task]) -> PopulationVerdicts: ...
 
 
 class CompletionEvaluator:
@@ -89,7 +89,7 @@ class CompletionEvaluator:
         self.es, self.backend, self.runner = es, backend, runner
         self.generation, self.timeouts, self.on_generated = generation, timeouts, on_generated
 
-    def __call__(self, population: Population, tasks: Sequence[Task]) -> Evaluated:
+    def __call__(self, population: Population, tasks: Sequence[Task]) -> PopulationVerdicts:
         n, t = population.size, len(tasks)
         prompts = [completion_prompt(task.prompt) for _ in range(n) for task in tasks]
         member_of_row = [m for m in range(n) for _ in range(t)]
@@ -113,7 +113,7 @@ class CompletionEvaluator:
         ]
         started = time.perf_counter()
         verdicts = score(candidates, self.runner, self.timeouts)
-        return Evaluated(
+        return PopulationVerdicts(
             verdicts,
             sum(g.num_tokens for g in generations),
             generate_s,

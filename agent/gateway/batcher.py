@@ -35,7 +35,7 @@ class GatewayClosed(RuntimeError):
 
 
 @dataclass
-class Job:
+class RowRequest:
     """Rows of one request (a prompt repeated n times is n rows), all for one member."""
 
     rows: list[str]
@@ -126,7 +126,7 @@ class Batcher:
         """Queue rows; the future yields their generations, or raises `GatewayClosed`."""
         if not 1 <= len(rows) <= self.max_rows:
             raise ValueError(f"a job needs 1 to {self.max_rows} rows, got {len(rows)}")
-        job = Job(list(rows), decoding, member)
+        job = RowRequest(list(rows), decoding, member)
         with self._lock:
             if self._closing:
                 raise GatewayClosed("the gateway is shutting down")
@@ -161,7 +161,7 @@ class Batcher:
 
     # -- the worker ------------------------------------------------------------------------
     def _run(self) -> None:
-        held: list[Job] = []  # a job that did not fit the last batch goes first in the next
+        held: list[RowRequest] = []  # a job that did not fit the last batch goes first in the next
         while True:
             batch = self._collect(held)
             if batch is None:
@@ -177,7 +177,7 @@ class Batcher:
                     for job in group:
                         resolve(job.future, error=exc)
 
-    def _collect(self, held: list[Job]) -> list[Job] | None:
+    def _collect(self, held: list[RowRequest]) -> list[RowRequest] | None:
         """The next batch: the first job plus what arrives within the window; None on stop."""
         first = held.pop() if held else self._queue.get()
         if first is _STOP:
@@ -200,13 +200,13 @@ class Batcher:
         return batch
 
     @staticmethod
-    def _groups(batch: list[Job]) -> list[list[Job]]:
-        groups: dict[tuple, list[Job]] = {}
+    def _groups(batch: list[RowRequest]) -> list[list[RowRequest]]:
+        groups: dict[tuple, list[RowRequest]] = {}
         for job in batch:
             groups.setdefault(job.key, []).append(job)
         return list(groups.values())
 
-    def _generate(self, group: list[Job]) -> None:
+    def _generate(self, group: list[RowRequest]) -> None:
         """One `generate` call for jobs with equal decoding settings; results split back."""
         config = generation_config(group[0].decoding, self.max_rows)
         population = self.population
@@ -248,7 +248,7 @@ class Batcher:
     # -- the worker, on a continuously batching backend --------------------------------------
     def _run_stream(self) -> None:
         stream = self.backend.open_stream()  # type: ignore[attr-defined]
-        jobs: dict[Hashable, Job] = {}
+        jobs: dict[Hashable, RowRequest] = {}
         waiting: deque = deque()  # taken from the queue, not started: behind an exclusive call
         try:
             while True:
@@ -262,7 +262,7 @@ class Batcher:
                 resolve(job.future, error=closed)
             stream.close()
 
-    def _stream(self, stream, jobs: dict[Hashable, Job], waiting: deque) -> None:
+    def _stream(self, stream, jobs: dict[Hashable, RowRequest], waiting: deque) -> None:
         """Take what is queued (blocking only when nothing decodes), start it, abort what nobody
         waits for, run one engine step, answer what it finished; until `stop()`."""
         while True:
@@ -308,7 +308,7 @@ class Batcher:
                 resolve(job.future, generations)
 
     @staticmethod
-    def _fail_running(stream, jobs: dict[Hashable, Job], error: BaseException) -> None:
+    def _fail_running(stream, jobs: dict[Hashable, RowRequest], error: BaseException) -> None:
         for key, job in list(jobs.items()):
             resolve(job.future, error=error)
             try:
@@ -317,7 +317,7 @@ class Batcher:
                 pass
         jobs.clear()
 
-    def _start(self, stream, jobs: dict[Hashable, Job], job: Job) -> None:
+    def _start(self, stream, jobs: dict[Hashable, RowRequest], job: RowRequest) -> None:
         if job.future.done():  # cancelled while queued
             return
         population = self.population
@@ -346,7 +346,7 @@ class Batcher:
             return f"session is for ES member {member}, the population has {population.members}"
         return None
 
-    def _fail_queued(self, jobs: list[Job]) -> None:
+    def _fail_queued(self, jobs: list[RowRequest]) -> None:
         """Answer `jobs` and everything still queued with `GatewayClosed`. A stop signal met
         on the way goes back in the queue: the worker, between two groups of a batch when
         `stop()` came, must still find it (else it waits on an empty queue and `stop()` with it)."""

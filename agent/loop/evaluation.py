@@ -74,7 +74,7 @@ def outcome(a: Attempt) -> str:
 
 
 @dataclass
-class Judged:
+class SplitResult:
     score: Score
     attempts: list[Attempt]
     tokens: int
@@ -88,7 +88,9 @@ class Judged:
         return {a.task.task_id: a.passed for a in self.attempts}
 
 
-def run_tasks(rt: Runtime, node_id: str, files: Files, tasks: list[Task], label: str) -> Judged:
+def run_tasks(
+    rt: Runtime, node_id: str, files: Files, tasks: list[Task], label: str
+) -> SplitResult:
     """The node's scaffold on `tasks` with the node's weights, scored in the scoring pool.
 
     Raises InfraError when the sandbox failed any job twice or the gateway stopped answering,
@@ -119,7 +121,7 @@ def run_tasks(rt: Runtime, node_id: str, files: Files, tasks: list[Task], label:
         )
     if outcomes.agent_error == len(tasks) > 0:
         raise NoProgram((result.attempts[0].error or "no error given")[:500], len(tasks), calls)
-    return Judged(
+    return SplitResult(
         Score(outcomes.passed / max(len(tasks), 1), len(tasks)),
         result.attempts,
         result.tokens,

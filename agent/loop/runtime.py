@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.es.chain_weights import ChainWeights
+from agent.es.chain_replayer import ChainReplayer
 from agent.es.checkpoint import Checkpoint, save_checkpoint
 from agent.gateway import (
     ExternalEndpoint,
@@ -84,7 +84,7 @@ class Runtime:
             self.policy = open_policy(config)
             self._stack.callback(getattr(self.policy.generator, "close", lambda: None))
             self.backend = self.policy.host  # the model ES moves (vLLM: a host-side copy)
-            self.weights = ChainWeights(self.backend.model, config.es.target_modules)
+            self.weights = ChainReplayer(self.backend.model, config.es.target_modules)
             self.set_weights_s = 0.0  # replaying chains and handing the engine the result
             s = config.sandbox
             # With Ray, generation runs on model replicas (they rebuild weights from ES records)

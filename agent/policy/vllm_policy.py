@@ -1,6 +1,6 @@
 """A run's policy on vLLM: the engine generates, a host-side copy of the model holds the weights.
 
-ES moves weights on the fp32 master in host memory (`agent.es.chain_weights.ChainWeights`, the
+ES moves weights on the fp32 master in host memory (`agent.es.chain_replayer.ChainReplayer`, the
 same code as on the transformers backend), which writes each moved module, rounded to the
 model's dtype, into a host-side transformers copy of the model (`host`). `sync` then hands the
 engine the host copy's targeted Linear weights (`VllmBackend.set_weights`) whenever the loaded
@@ -71,7 +71,7 @@ class VllmPolicy:
         run: Callable[[Callable[[], Any]], Any] = lambda fn: fn(),
     ) -> bool:
         """Give the engine the host copy's weights of `modules` (and their stacked siblings) if
-        `loaded` (the host's chain, as `ChainWeights.loaded`; None = unknown) is not the chain the
+        `loaded` (the host's chain, as `ChainReplayer.loaded`; None = unknown) is not the chain the
         engine holds. `run` executes the push where the engine may be touched (the gateway's
         worker: `Gateway.run_exclusive`). Returns whether it pushed."""
         if loaded is not None and list(loaded) == self._in_engine:

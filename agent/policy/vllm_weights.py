@@ -1,6 +1,6 @@
 """A node's weights into a live vLLM engine: the targeted Linear weights, swapped without a restart.
 
-The loop replays a node's chain on the fp32 master in host memory (`agent.es.chain_weights`), as
+The loop replays a node's chain on the fp32 master in host memory (`agent.es.chain_replayer`), as
 for the transformers backend; what changed then crosses to vLLM's worker process as bf16 (the
 engine's dtype) tensors in a file under /dev/shm (RAM: one copy, no pickling through vLLM's
 RPC pipe, which its docs reserve for control messages), named as in the Hugging Face model, and

@@ -17,7 +17,7 @@ _EXPORTS = {
     "RayJobRunner": "agent.scale.job_runner",
     "RayPolicy": "agent.scale.ray_policy",
     "LocalPolicy": "agent.scale.local_policy",
-    "ChainWeights": "agent.es.chain_weights",
+    "ChainReplayer": "agent.es.chain_replayer",
     "TinyBackendFactory": "agent.scale.backend_source",
     "LocalRayCluster": "agent.scale.local_cluster",
 }

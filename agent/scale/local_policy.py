@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
 
-from agent.es.chain_weights import ChainWeights
+from agent.es.chain_replayer import ChainReplayer
 from agent.policy.backend import Generation, GenerationConfig
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ class LocalPolicy:
 
     def __init__(self, backend: TransformersBackend) -> None:
         self.backend = backend
-        self.weights = ChainWeights(backend.model)
+        self.weights = ChainReplayer(backend.model)
         self._population: tuple[str, PopulationPerturbation] | None = None
 
     def set_weights(

@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
-from agent.es.chain_weights import record_dicts
+from agent.es.chain_replayer import record_dicts
 from agent.policy.backend import Generation, GenerationConfig, check_member_of_row
 from agent.scale.backend_source import BackendSource
 from agent.scale.connect import actor_lost, alive_nodes, connect

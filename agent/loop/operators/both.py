@@ -9,7 +9,7 @@ from agent.loop.operators.es_step import es_step
 from agent.loop.operators.registry import Child, register_operator
 from agent.loop.operators.scaffold_edit import scaffold_edit
 from agent.loop.runtime import Runtime
-from archive.view import OperatorStyle
+from archive.drawing.view import OperatorStyle
 
 
 @register_operator(

@@ -11,13 +11,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 from agent.es.eggroll import Population
-from agent.es.trainer import EsTrainer, EsTrainerConfig, Evaluated
+from agent.es.trainer import EsTrainer, EsTrainerConfig, PopulationVerdicts
 from agent.loop.evaluation import scaffold_files
 from agent.loop.operators.registry import Child, register_operator
 from agent.loop.runtime import Runtime
 from agent.scaffold.solving import Scoring, solve
 from archive import Cost, WeightsChain
-from archive.view import OperatorStyle
+from archive.drawing.view import OperatorStyle
 from evaluators.task import Task
 
 log = logging.getLogger(__name__)
@@ -31,7 +31,7 @@ class ScaffoldEvaluator:
     def __init__(self, rt: Runtime, files: dict[str, str], label: str) -> None:
         self.rt, self.files, self.label = rt, files, label
 
-    def __call__(self, population: Population, tasks: Sequence[Task]) -> Evaluated:
+    def __call__(self, population: Population, tasks: Sequence[Task]) -> PopulationVerdicts:
         rt = self.rt
         started = time.perf_counter()
         # Replicas rebuild the factors from the seeds; the local backend takes the tensors.
@@ -51,7 +51,7 @@ class ScaffoldEvaluator:
         finally:
             rt.gateway.set_population(None)
         verdicts = [a.verdict for a in judged.attempts]
-        return Evaluated(
+        return PopulationVerdicts(
             verdicts,
             judged.tokens,
             time.perf_counter() - started,  # scoring ran alongside, inside this time

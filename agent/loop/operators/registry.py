@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from archive import Cost
-from archive.view import OperatorStyle, register_operator_style
+from archive.drawing.view import OperatorStyle, register_operator_style
 
 if TYPE_CHECKING:
     from agent.loop.runtime import Runtime

@@ -11,7 +11,7 @@ from agent.loop.operators.registry import Child, register_operator
 from agent.loop.runtime import Runtime
 from agent.scaffold.edit import propose
 from archive import Cost
-from archive.view import OperatorStyle
+from archive.drawing.view import OperatorStyle
 
 
 @register_operator(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from archive.view import FAILED_COLOR, OPERATOR_STYLES, OTHER_STYLE, SCORE_STOPS
+from archive.drawing.view import FAILED_COLOR, OPERATOR_STYLES, OTHER_STYLE, SCORE_STOPS
 
 MARKERS = {"square": "s", "circle": "o", "triangle": "^", "diamond": "D", "hexagon": "h"}
 MAX_INCHES = 40.0  # 4400 px at 110 dpi: past that the picture is for zooming, not reading

@@ -44,7 +44,7 @@ def record_dicts(records: Sequence[EsRecord | Mapping[str, Any]]) -> list[dict[s
     return [asdict(as_record(r)) for r in records]
 
 
-class ChainWeights:
+class ChainReplayer:
     """The weights of one model, set from record chains (see the module docstring).
 
     `target_modules` are captured as the base at once; pass them when something else (an ES
@@ -181,7 +181,7 @@ class ChainWeights:
         if self.loaded is None:
             raise RuntimeError(
                 "no chain is loaded: set one (the base model is []) before an ES step, with the "
-                "targeted modules captured (ChainWeights(model, target_modules))"
+                "targeted modules captured (ChainReplayer(model, target_modules))"
             )
         return EggRoll(config, self.model, step, chain=self)
 

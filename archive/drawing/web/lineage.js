@@ -1,4 +1,4 @@
-// Draws a lineage view (archive/view.py) as SVG: the tree, the best-score chart, node details.
+// Draws a lineage view (archive/drawing/view.py) as SVG: the tree, the best-score chart, node details.
 // The same script serves the offline HTML file (data embedded) and `lineage serve` (data polled).
 // All text from the archive goes in through textContent, never as markup.
 (function () {

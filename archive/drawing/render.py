@@ -1,6 +1,6 @@
 """Pictures of the lineage: one offline HTML file (SVG + vanilla JS) and a static PNG.
 
-Both draw `archive.view.lineage_view`. The HTML page is self-contained (style, script and data
+Both draw `archive.drawing.view.lineage_view`. The HTML page is self-contained (style, script and data
 inlined, nothing fetched) so it opens on a machine without internet; `lineage serve` sends the
 same page with `live=True`, and the script then polls the server instead of reading inline data.
 """
@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from archive.view import lineage_view
+from archive.drawing.view import lineage_view
 
 if TYPE_CHECKING:
     from archive.store import Archive
@@ -33,7 +33,7 @@ def page_html(
     """The page: `view` inlined (static file) or None with live=True (the script polls `url`)."""
     if view is None and not live:
         raise ValueError("a static page needs a view to show")
-    web = resources.files("archive") / "web"
+    web = resources.files("archive.drawing") / "web"
     config = {"live": live, "url": url, "interval_ms": interval_ms}
     slots = {
         "title": html.escape(title),
@@ -62,7 +62,7 @@ def render_html(archive: Archive, path: str | Path, *, title: str | None = None)
 
 def render_png(archive: Archive, path: str | Path, *, dpi: int = 110) -> Path:
     """Write the lineage tree as a PNG: nodes coloured by score, shaped by operator."""
-    from archive.png import draw_png
+    from archive.drawing.png import draw_png
 
     view = lineage_view(archive, details=False)
     counts = ", ".join(f"{v} {k}" for k, v in view["counts"].items() if v)

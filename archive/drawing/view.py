@@ -14,7 +14,7 @@ from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from archive.layout import tree_layout
+from archive.drawing.layout import tree_layout
 from archive.node import ROOT_OPERATOR, Node, Status
 
 if TYPE_CHECKING:

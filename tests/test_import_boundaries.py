@@ -10,7 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from agent.scaffold.jobs import CLIENT_MODULE, CLIENT_SOURCE, SANITIZE_MODULE, SANITIZE_SOURCE
+from agent.scaffold.jobs import (
+    BOOTSTRAP_SOURCE,
+    CLIENT_MODULE,
+    CLIENT_SOURCE,
+    SANITIZE_MODULE,
+    SANITIZE_SOURCE,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -42,6 +48,7 @@ STANDALONE: dict[Path, frozenset[str]] = {
     SEED: frozenset({"scaffold", "tests", CLIENT_MODULE, SANITIZE_MODULE}),
     ROOT / "agent" / "scaffold" / CLIENT_SOURCE.name: frozenset(),  # as lineage_llm.py
     ROOT / "evaluators" / SANITIZE_SOURCE.name: frozenset(),  # as lineage_sanitize.py
+    BOOTSTRAP_SOURCE: frozenset({"scaffold"}),  # the job program, beside the agent's package
 }
 
 

@@ -66,6 +66,7 @@ def test_seed_settings_are_the_evaluators_instruct_protocol() -> None:
     # issue 24's guard: the seed ships the fair protocol, no selection strategy switched on
     assert namespace["SAMPLES"] == 1 and namespace["SELECT_BY_EXAMPLES"] is False
     assert namespace["RETRY_SAMPLES"] == 0  # documented, off: the loop must find it
+    assert namespace["REPAIR_ROUNDS"] == 0  # likewise
     assert "lineage_sanitize.py" in PROTECTED_PATHS
     # the seed's improve takes a file back out of a fenced reply: these must hold no fence
     assert not any("`" * 3 in files[f] for f in ("scaffold/settings.py", "scaffold/solve.py"))

@@ -36,3 +36,12 @@ SELECT_BY_EXAMPLES = False
 # examples pass cost nothing extra.
 RETRY_SAMPLES = 0
 RETRY_TEMPERATURE = 0.8  # how varied the extra samples are (0 = all the same)
+# Repair rounds for a task whose best program still fails a `>>>` example (0 = never): the model
+# is shown its program and what the first failing example returned against what was expected,
+# and asked for a corrected script (greedy, "instruct" only). A fix is kept only when it passes
+# more examples; tasks whose examples pass cost nothing extra.
+REPAIR_ROUNDS = 0
+REPAIR_INSTRUCTION = (
+    "This script is wrong: {failure}. Please provide the corrected self-contained Python "
+    "script in a markdown code block."
+)

@@ -6,8 +6,10 @@ the evaluators' own sanitizer (`lineage_sanitize`, written beside this package i
 the seed scores what `lineage eval --protocol instruct` scores with the same model.
 """
 
+import json
 import os
 import select
+import time
 
 from lineage_llm import LLMError
 from lineage_sanitize import reply_program
@@ -16,13 +18,18 @@ from scaffold import settings
 from scaffold.text import doc_examples
 
 EXAMPLE_TIMEOUT_S = 2.0
+FAILURE_CHARS = 300  # of a failure shown to the model when it repairs
 _NO_CHAT_TEMPLATE = []  # set once the gateway says its model has no chat template
 
 
 def solve(task, llm):
     prompt = task["prompt"]
     programs = candidates(task, llm, settings.SAMPLES, settings.TEMPERATURE)
-    checking = (settings.SELECT_BY_EXAMPLES and len(programs) > 1) or settings.RETRY_SAMPLES > 0
+    checking = (
+        (settings.SELECT_BY_EXAMPLES and len(programs) > 1)
+        or settings.RETRY_SAMPLES > 0
+        or settings.REPAIR_ROUNDS > 0
+    )
     examples = doc_examples(prompt) if checking else []
     if not examples:
         return programs[0]
@@ -31,7 +38,26 @@ def solve(task, llm):
         more = candidates(task, llm, settings.RETRY_SAMPLES, settings.RETRY_TEMPERATURE)
         programs += more
         scores += [examples_passed(p, prompt) for p in more]
-    return programs[scores.index(max(scores))]  # ties keep the earliest program
+    best = programs[scores.index(max(scores))]  # ties keep the earliest program
+    return repaired(task, llm, best, max(scores), len(examples))
+
+
+def repaired(task, llm, program, passed, examples):
+    """`program` after up to `settings.REPAIR_ROUNDS` rounds of showing the model what its first
+    failing example returned; a round's fix is kept only if it passes more examples."""
+    failure = None
+    for _ in range(settings.REPAIR_ROUNDS):
+        if passed == examples or settings.PROTOCOL != "instruct" or _NO_CHAT_TEMPLATE:
+            break
+        failure = failure or first_failure(program, task["prompt"])
+        if failure is None:
+            break
+        fixed = instruct_programs(task, llm, 1, 0.0, (program, failure))[0]
+        fixed_passed, fixed_failure = run_examples(fixed, task["prompt"])
+        if fixed_passed <= passed:
+            break
+        program, passed, failure = fixed, fixed_passed, fixed_failure
+    return program
 
 
 def candidates(task, llm, n, temperature):
@@ -51,14 +77,22 @@ def candidates(task, llm, n, temperature):
     return completion_programs(task, llm, n, temperature)
 
 
-def instruct_programs(task, llm, n, temperature):
+def instruct_programs(task, llm, n, temperature, attempt=None):
     """Ask for a self-contained script, with the reply started by an opening fence; keep its
-    imports and the definitions the entry point needs."""
+    imports and the definitions the entry point needs. `attempt` = (program, what failed): the
+    earlier answer and the failure are shown, and a corrected script is asked for."""
     fence = settings.FENCE
     request = f"{settings.INSTRUCTION}\n{fence}\n{task['prompt'].strip()}\n{fence}\n"
     opening = f"{settings.RESPONSE_PREFIX}\n{fence}python\n"
+    messages = [{"role": "user", "content": request}]
+    if attempt is not None:
+        program, failure = attempt
+        messages += [
+            {"role": "assistant", "content": f"{opening}{program.strip()}\n{fence}"},
+            {"role": "user", "content": settings.REPAIR_INSTRUCTION.replace("{failure}", failure)},
+        ]
     replies = llm.chat(
-        [{"role": "user", "content": request}, {"role": "assistant", "content": opening}],
+        [*messages, {"role": "assistant", "content": opening}],
         continue_final=True,
         max_tokens=settings.INSTRUCT_MAX_TOKENS,
         temperature=temperature,
@@ -82,36 +116,71 @@ def completion_programs(task, llm, n, temperature):
 
 
 def examples_passed(program, prompt):
-    """How many of the prompt's examples the program reproduces, run in a child process with a
-    time limit so a candidate that loops or crashes cannot take the agent down with it."""
+    """How many of the prompt's examples the program reproduces (see `run_examples`)."""
+    return run_examples(program, prompt)[0]
+
+
+def first_failure(program, prompt):
+    """What went wrong on the first example the program does not reproduce, in words (None when
+    every example passes, or the prompt shows none)."""
+    return run_examples(program, prompt)[1]
+
+
+def run_examples(program, prompt):
+    """(examples reproduced, the first failure or None), run in a child process with a time
+    limit so a candidate that loops or crashes cannot take the agent down with it."""
     examples = doc_examples(prompt)
     if not examples:
-        return 0
+        return 0, None
     read_end, write_end = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: run the candidate, report a count, never return
+    if pid == 0:  # child: run the candidate, report, never return
         os.close(read_end)
-        passed = 0
+        passed, failure = 0, None
         try:
             namespace = {}
             exec(program, namespace)
             for call, expected in examples:
                 try:
                     value = eval(call, namespace)
-                    passed += repr(value) == expected or str(value) == expected
-                except Exception:
-                    pass
-        except BaseException:
-            pass
-        os.write(write_end, str(passed).encode())
+                    if repr(value) == expected or str(value) == expected:
+                        passed += 1
+                        continue
+                    why = f"`{call}` returned `{value!r:.{FAILURE_CHARS}}`, expected `{expected}`"
+                except Exception as exc:
+                    why = f"`{call}` raised {type(exc).__name__}: {exc}"
+                if failure is None:
+                    failure = why[:FAILURE_CHARS]
+        except BaseException as exc:
+            failure = f"running it raised {type(exc).__name__}: {exc}"[:FAILURE_CHARS]
+        os.write(write_end, json.dumps([passed, failure]).encode())
         os._exit(0)
     os.close(write_end)
-    ready, _, _ = select.select([read_end], [], [], EXAMPLE_TIMEOUT_S)
-    answer = os.read(read_end, 32) if ready else b""
+    report = _report(read_end, time.monotonic() + EXAMPLE_TIMEOUT_S)
     os.close(read_end)
     try:
         os.kill(pid, 9)
     except ProcessLookupError:
         pass
     os.waitpid(pid, 0)
-    return int(answer) if answer.isdigit() else 0
+    return report
+
+
+def _report(read_end, deadline):
+    """The child's [passed, failure], read until it parses (a process the candidate started may
+    hold the pipe open, so its end is not waited for); none in time counts as none passed."""
+    data = b""
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([read_end], [], [], left)
+        chunk = os.read(read_end, 65536) if ready else b""
+        if not chunk:
+            break
+        data += chunk
+        try:
+            passed, failure = json.loads(data)
+        except ValueError:
+            continue
+        if isinstance(passed, int) and (failure is None or isinstance(failure, str)):
+            return passed, failure
+        break
+    return 0, f"the examples did not finish within {EXAMPLE_TIMEOUT_S:g} s"

@@ -45,6 +45,7 @@ GREEDY = {
     "SELECT_BY_EXAMPLES": False,
     "RETRY_SAMPLES": 0,
     "RETRY_TEMPERATURE": 0.8,
+    **({"REPAIR_ROUNDS": 0} if hasattr(settings, "REPAIR_ROUNDS") else {}),
 }  # the knobs these tests set, whatever the agent's settings say now
 
 

@@ -17,10 +17,12 @@ Each run is a child process (`--child`) that opens the run as `lineage run` does
 Raw vLLM (`LLM.generate` on the first `--raw-limit` HumanEval prompts, greedy, completion stops,
 384 new tokens) runs with each `--raw-binds` core binding; the best is the baseline of
 `loop_vs_raw_vllm`. `--cpu-binds` runs the vLLM loop once per binding (the whole run's best split
-of the cores between the engine and the sandboxes).
+of the cores between the engine and the sandboxes). `--spin` adds a run of the first binding with
+vLLM's own waiting (its processes spin on each other's replies, `LINEAGE_VLLM_SPIN=1`; see
+`agent/policy/vllm_spin.py`) as the baseline of `parked_vs_spinning_loop`.
 
     python benchmarks/loop_bench.py [--backends vllm,transformers] [--iterations 3]
-        [--cpu-binds all] [--raw-binds auto,all] [--repeat] [--json PATH]
+        [--cpu-binds all] [--spin] [--raw-binds auto,all] [--repeat] [--json PATH]
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+KEEP_SPINNING = "LINEAGE_VLLM_SPIN"  # agent/policy/vllm_spin.py
 CATEGORIES = (
     "engine_start",
     "container_starts",
@@ -108,6 +111,34 @@ class Timeline:
         return out
 
 
+def vllm_cpu_s() -> dict[str, float]:
+    """CPU seconds (user + system) so far of each vLLM process below this one, by its name
+    (`VLLM::EngineCor`, `VLLM::Worker`: the kernel keeps 15 characters of a name): where the
+    cores went besides decoding."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        fields = text[text.rindex(")") + 2 :].split()
+        procs[int(stat.parent.name)] = (name, int(fields[1]), int(fields[11]) + int(fields[12]))
+    mine = {os.getpid()}
+    grew = True
+    while grew:
+        below = {pid for pid, (_, ppid, _) in procs.items() if ppid in mine} - mine
+        grew = bool(below)
+        mine |= below
+    out: dict[str, float] = {}
+    for pid in mine - {os.getpid()}:
+        name, _, ticks = procs[pid]
+        if name.startswith("VLLM::"):
+            out[name] = out.get(name, 0.0) + ticks / tick
+    return out
+
+
 def child(args: argparse.Namespace) -> None:
     from rich.console import Console
 
@@ -148,6 +179,7 @@ def child(args: argparse.Namespace) -> None:
         push_s = getattr(rt.policy.generator, "push_s", 0.0)
         done = time.monotonic()
         replacements = rt.agent_pool.replacements + getattr(rt.scoring_pool, "replacements", 0)
+        engine_cpu_s = vllm_cpu_s()
     with Archive(run_dir, readonly=True) as archive:
         nodes = {
             n.id: {
@@ -167,6 +199,7 @@ def child(args: argparse.Namespace) -> None:
         "engine_busy_s": usage["busy_s"],
         "push_s": push_s,
         "container_replacements": replacements,
+        "vllm_cpu_s": engine_cpu_s,
         "split_s": timeline.split(started, done),
         "iterations": summary.iterations,
         "stopped": summary.stopped,
@@ -201,7 +234,7 @@ def raw_child(args: argparse.Namespace) -> None:
 
 
 # -- the parent ----------------------------------------------------------------------------------
-def run_child(argv: list[str], log: Path) -> dict:
+def run_child(argv: list[str], log: Path, env: dict[str, str] | None = None) -> dict:
     out = Path(tempfile.mkdtemp(prefix="loop-bench-")) / "out.json"
     with open(log, "w") as f:
         subprocess.run(
@@ -209,7 +242,7 @@ def run_child(argv: list[str], log: Path) -> dict:
             stdout=f,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
             check=True,
         )
     return json.loads(out.read_text())
@@ -231,6 +264,9 @@ def figures_of(runs: dict[str, dict], raw: dict[str, dict]) -> dict[str, object]
         figures[f"wall_s_{name}"] = r["wall_s"]
         for category, seconds in r["split_s"].items():
             figures[f"split_{name}_{category}_s"] = seconds
+        for process, seconds in r.get("vllm_cpu_s", {}).items():
+            label = "engine_core" if process.startswith("VLLM::Engine") else "worker"
+            figures[f"cpu_share_{name}_{label}"] = seconds / r["wall_s"]
     if "vllm" in runs and "transformers" in runs:
         figures["vllm_vs_transformers_loop"] = (
             figures["loop_tok_s_vllm"] / figures["loop_tok_s_transformers"]  # type: ignore[operator]
@@ -242,6 +278,10 @@ def figures_of(runs: dict[str, dict], raw: dict[str, dict]) -> dict[str, object]
     if raw and "vllm" in runs:
         best = max(r["tok_s"] for r in raw.values())
         figures["loop_vs_raw_vllm"] = figures["loop_tok_s_vllm"] / best  # type: ignore[operator]
+    if "vllm" in runs and "vllm_spinning" in runs:
+        figures["parked_vs_spinning_loop"] = (
+            figures["loop_tok_s_vllm"] / figures["loop_tok_s_vllm_spinning"]  # type: ignore[operator]
+        )
     if "vllm_rerun" in runs:
         same, common = same_scores(runs["vllm"], runs["vllm_rerun"])
         figures["vllm_rerun_same_node_scores"] = f"{same}/{common}"
@@ -257,6 +297,7 @@ def main() -> None:
     parser.add_argument("--raw-binds", default="auto,all")
     parser.add_argument("--raw-limit", type=int, default=164)
     parser.add_argument("--repeat", action="store_true", help="run the vLLM loop a second time")
+    parser.add_argument("--spin", action="store_true", help="also a run with vLLM's spinning")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--keep", type=Path, help="keep run directories and logs here")
     # child modes
@@ -276,7 +317,7 @@ def main() -> None:
     runs: dict[str, dict] = {}
     raw: dict[str, dict] = {}
 
-    def loop(name: str, backend: str, bind: str) -> None:
+    def loop(name: str, backend: str, bind: str, env: dict[str, str] | None = None) -> None:
         print(f"loop run {name} ({backend}, cpu_bind {bind}) ...", file=sys.stderr, flush=True)
         runs[name] = run_child(
             [
@@ -288,6 +329,7 @@ def main() -> None:
                 f"--run-dir={work / name}",
             ],
             work / f"{name}.log",
+            env,
         )
 
     binds = args.cpu_binds.split(",")
@@ -295,6 +337,8 @@ def main() -> None:
         if backend == "vllm":
             for i, bind in enumerate(binds):
                 loop("vllm" if i == 0 else f"vllm_bind_{bind}", "vllm", bind)
+            if args.spin:
+                loop("vllm_spinning", "vllm", binds[0], {KEEP_SPINNING: "1"})
             if args.repeat:
                 loop("vllm_rerun", "vllm", binds[0])
         else:
@@ -324,7 +368,11 @@ def show(figures: dict[str, object]) -> None:
     print_figures(
         "the loop on each backend",
         figures,
-        targets={"vllm_vs_transformers_loop": ">= 1.6", "loop_vs_raw_vllm": ">= 0.5"},
+        targets={
+            "vllm_vs_transformers_loop": ">= 1.6",
+            "loop_vs_raw_vllm": ">= 0.5",
+            "parked_vs_spinning_loop": "> 1",
+        },
     )
 
 

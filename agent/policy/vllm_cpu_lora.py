@@ -34,15 +34,19 @@ WRAPPER = "agent.policy.vllm_cpu_lora.SlotMatmulPunicaWrapper"
 
 def register() -> None:
     """vLLM's plugin hook (in each of its processes): on the CPU platform, use
-    `SlotMatmulPunicaWrapper` for LoRA layers; in processes vLLM starts for Lineage, die with the
-    parent (`agent/policy/vllm_process.py`)."""
-    from vllm.platforms import cpu
+    `SlotMatmulPunicaWrapper` for LoRA layers and let waiting processes park instead of spinning
+    (`agent/policy/vllm_spin.py`); in processes vLLM starts for Lineage, die with the parent
+    (`agent/policy/vllm_process.py`)."""
+    from vllm.platforms import cpu, current_platform
 
     from agent.policy.vllm_process import die_with_parent
+    from agent.policy.vllm_spin import park_waiting_readers
 
     die_with_parent()
 
     cpu.CpuPlatform.get_punica_wrapper = classmethod(lambda cls: WRAPPER)  # type: ignore[method-assign]
+    if current_platform.is_cpu():
+        park_waiting_readers()
 
 
 def slot_lora_linear(

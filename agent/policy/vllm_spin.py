@@ -1,0 +1,39 @@
+"""On a CPU, vLLM's processes wait for each other without spinning.
+
+vLLM's shared-memory queues (engine core <-> worker) busy-wait, yielding the core in a loop, for
+a second after each read before they park on their ZMQ notification socket. During decoding a
+read comes every step, so the waiting side never parks: while a CPU worker computes a step, the
+engine core spins on the reply. Seen on a 2-core machine in a loop run: the engine core used 97%
+of a core (a quarter of it in the kernel) beside the worker's 100%, and the agents' and the
+scoring sandboxes got what was left. With the busy window at 0 a reader parks at once; waking it
+costs microseconds, a CPU decode step tens of milliseconds. `benchmarks/loop_bench.py` measures
+a run both ways (`--spin`).
+
+Applied in every vLLM process by this project's plugin (`agent/policy/vllm_cpu_lora.py`), on the
+CPU platform only (a GPU's host core spinning costs the accelerator nothing and saves latency);
+`LINEAGE_VLLM_SPIN=1` keeps vLLM's spinning.
+"""
+
+from __future__ import annotations
+
+import os
+
+KEEP_SPINNING = "LINEAGE_VLLM_SPIN"
+
+
+def park_waiting_readers() -> None:
+    """Make every shared-memory queue reader created from now on park instead of spinning."""
+    if os.environ.get(KEEP_SPINNING) == "1":
+        return
+    from vllm.distributed.device_communicators import shm_broadcast
+
+    condition = shm_broadcast.SpinCondition
+    if getattr(condition, "parked_by_lineage", False):
+        return
+    spinning_init = condition.__init__
+
+    def parked_init(self, is_reader, context, notify_address, busy_loop_s=1.0):
+        spinning_init(self, is_reader, context, notify_address, busy_loop_s=0.0)
+
+    condition.__init__ = parked_init
+    condition.parked_by_lineage = True

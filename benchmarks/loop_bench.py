@@ -111,34 +111,6 @@ class Timeline:
         return out
 
 
-def vllm_cpu_s() -> dict[str, float]:
-    """CPU seconds (user + system) so far of each vLLM process below this one, by its name
-    (`VLLM::EngineCor`, `VLLM::Worker`: the kernel keeps 15 characters of a name): where the
-    cores went besides decoding."""
-    tick = os.sysconf("SC_CLK_TCK")
-    procs = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        name = text[text.index("(") + 1 : text.rindex(")")]
-        fields = text[text.rindex(")") + 2 :].split()
-        procs[int(stat.parent.name)] = (name, int(fields[1]), int(fields[11]) + int(fields[12]))
-    mine = {os.getpid()}
-    grew = True
-    while grew:
-        below = {pid for pid, (_, ppid, _) in procs.items() if ppid in mine} - mine
-        grew = bool(below)
-        mine |= below
-    out: dict[str, float] = {}
-    for pid in mine - {os.getpid()}:
-        name, _, ticks = procs[pid]
-        if name.startswith("VLLM::"):
-            out[name] = out.get(name, 0.0) + ticks / tick
-    return out
-
-
 def child(args: argparse.Namespace) -> None:
     from rich.console import Console
 
@@ -150,6 +122,7 @@ def child(args: argparse.Namespace) -> None:
     from agent.loop.loop import Loop
     from agent.loop.runtime import Runtime
     from agent.policy.transformers_backend import TransformersBackend
+    from agent.policy.vllm_spin import vllm_cpu_seconds
     from archive import Archive
 
     timeline = Timeline()
@@ -179,7 +152,7 @@ def child(args: argparse.Namespace) -> None:
         push_s = getattr(rt.policy.generator, "push_s", 0.0)
         done = time.monotonic()
         replacements = rt.agent_pool.replacements + getattr(rt.scoring_pool, "replacements", 0)
-        engine_cpu_s = vllm_cpu_s()
+        engine_cpu_s = vllm_cpu_seconds()
     with Archive(run_dir, readonly=True) as archive:
         nodes = {
             n.id: {
@@ -264,9 +237,8 @@ def figures_of(runs: dict[str, dict], raw: dict[str, dict]) -> dict[str, object]
         figures[f"wall_s_{name}"] = r["wall_s"]
         for category, seconds in r["split_s"].items():
             figures[f"split_{name}_{category}_s"] = seconds
-        for process, seconds in r.get("vllm_cpu_s", {}).items():
-            label = "engine_core" if process.startswith("VLLM::Engine") else "worker"
-            figures[f"cpu_share_{name}_{label}"] = seconds / r["wall_s"]
+        for role, seconds in r.get("vllm_cpu_s", {}).items():
+            figures[f"cpu_share_{name}_{role}"] = seconds / r["wall_s"]
     if "vllm" in runs and "transformers" in runs:
         figures["vllm_vs_transformers_loop"] = (
             figures["loop_tok_s_vllm"] / figures["loop_tok_s_transformers"]  # type: ignore[operator]

@@ -55,12 +55,17 @@ def reference() -> TransformersBackend:
 
 
 @pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """The engine's job, its outputs and its log."""
+    return tmp_path_factory.mktemp("vllm")
+
+
+@pytest.fixture(scope="module")
 def runs(
-    reference: TransformersBackend, tmp_path_factory
+    reference: TransformersBackend, folder: Path
 ) -> dict[str, tuple[list[Generation], list[Generation]]]:
     """Each job as (vLLM, transformers) generations: one engine start, overlapped with the
     transformers reference generating the same rows in this process."""
-    folder = tmp_path_factory.mktemp("vllm")
     perturbation = random_population(reference.model, MEMBERS, SIGMA, rank=1)
     torch.save({"sigma": perturbation.sigma, "factors": perturbation.factors}, folder / "pert.pt")
     member_of_row = [m for m in range(MEMBERS) for _ in PROMPTS] + [-1, -1]
@@ -105,6 +110,18 @@ def runs(
     assert torch.cuda.is_available() or "Using SlotMatmulPunicaWrapper" in log, log[-4000:]
     raw = json.loads((folder / "out.json").read_text())
     return {name: ([Generation(**g) for g in raw[name]], expected[name]) for name in expected}
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU vLLM keeps its own waiting")
+def test_vllm_processes_wait_without_spinning_on_a_cpu(runs, folder: Path) -> None:
+    """While the worker decodes, the engine core waits for its reply parked, not spinning: it
+    used to burn a whole core of a 2-core machine beside the worker (agent/policy/vllm_spin.py)."""
+    waiting = json.loads((folder / "out-waiting.json").read_text())
+    assert waiting["workers_parked"] == [True]
+    share = waiting["cpu_s"]["engine_core"] / waiting["wall_s"]
+    worker = waiting["cpu_s"]["worker"] / waiting["wall_s"]
+    assert share < 0.5, (share, worker, waiting)  # spinning, it is about 0.95
+    assert worker > share, (share, worker, waiting)
 
 
 def agreement(a: list[Generation], b: list[Generation]) -> int:

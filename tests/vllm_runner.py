@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+import time
 
 import torch
 
@@ -31,7 +32,10 @@ def main(job_path: str, out_path: str) -> None:
             max_loras=8,
         )
     )
+    from agent.policy.vllm_spin import parked, vllm_cpu_seconds
+
     results = {}
+    started, cpu_before = time.monotonic(), vllm_cpu_seconds()
     for name, run in job["runs"].items():
         config = GenerationConfig(**{**run["config"], "stop": tuple(run["config"].get("stop", ()))})
         perturbation = None
@@ -40,6 +44,14 @@ def main(job_path: str, out_path: str) -> None:
             perturbation = PopulationPerturbation(sigma=saved["sigma"], factors=saved["factors"])
         outputs = backend.generate(run["prompts"], config, perturbation, run.get("member_of_row"))
         results[name] = [dataclasses.asdict(g) for g in outputs]
+    wall_s, cpu_after = time.monotonic() - started, vllm_cpu_seconds()
+    waiting = {
+        "workers_parked": backend.llm.collective_rpc(parked),
+        "wall_s": wall_s,
+        "cpu_s": {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after},
+    }
+    with open(out_path.replace(".json", "-waiting.json"), "w") as f:
+        json.dump(waiting, f)
     with open(out_path, "w") as f:
         json.dump(results, f)
 

@@ -17,6 +17,7 @@ CPU platform only (a GPU's host core spinning costs the accelerator nothing and 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 KEEP_SPINNING = "LINEAGE_VLLM_SPIN"
 
@@ -37,3 +38,36 @@ def park_waiting_readers() -> None:
 
     condition.__init__ = parked_init
     condition.parked_by_lineage = True
+
+
+def parked(_worker: object = None) -> bool:
+    """Whether this process's readers park (`collective_rpc(parked)` asks vLLM's workers)."""
+    from vllm.distributed.device_communicators import shm_broadcast
+
+    return bool(getattr(shm_broadcast.SpinCondition, "parked_by_lineage", False))
+
+
+def vllm_cpu_seconds(root: int | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the vLLM processes below `root` (default: this
+    process), by role (`engine_core`, `worker`): where the cores went besides decoding."""
+    tick = os.sysconf("SC_CLK_TCK")
+    procs: dict[int, tuple[str, int, int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]  # the kernel keeps 15 characters
+        fields = text[text.rindex(")") + 2 :].split()
+        procs[int(stat.parent.name)] = (name, int(fields[1]), int(fields[11]) + int(fields[12]))
+    below, frontier = set(), {os.getpid() if root is None else root}
+    while frontier:
+        frontier = {pid for pid, (_, ppid, _) in procs.items() if ppid in frontier} - below
+        below |= frontier
+    out: dict[str, float] = {}
+    for pid in below:
+        name, _, ticks = procs[pid]
+        if name.startswith("VLLM::"):
+            role = "engine_core" if name.startswith("VLLM::Engine") else "worker"
+            out[role] = out.get(role, 0.0) + ticks / tick
+    return out

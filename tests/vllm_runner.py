@@ -32,7 +32,7 @@ def main(job_path: str, out_path: str) -> None:
             max_loras=8,
         )
     )
-    from agent.policy.vllm_spin import parked, vllm_cpu_seconds
+    from agent.policy.vllm_spin import vllm_cpu_seconds
 
     results = {}
     started, cpu_before = time.monotonic(), vllm_cpu_seconds()
@@ -46,7 +46,7 @@ def main(job_path: str, out_path: str) -> None:
         results[name] = [dataclasses.asdict(g) for g in outputs]
     wall_s, cpu_after = time.monotonic() - started, vllm_cpu_seconds()
     waiting = {
-        "workers_parked": backend.llm.collective_rpc(parked),
+        "workers_parked": backend.llm.collective_rpc("lineage_parked"),
         "wall_s": wall_s,
         "cpu_s": {k: cpu_after[k] - cpu_before.get(k, 0.0) for k in cpu_after},
     }

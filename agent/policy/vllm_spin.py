@@ -40,8 +40,9 @@ def park_waiting_readers() -> None:
     condition.parked_by_lineage = True
 
 
-def parked(_worker: object = None) -> bool:
-    """Whether this process's readers park (`collective_rpc(parked)` asks vLLM's workers)."""
+def parked() -> bool:
+    """Whether this process's queue readers park (`collective_rpc("lineage_parked")` asks
+    vLLM's workers, through the worker extension in `agent/policy/vllm_weights.py`)."""
     from vllm.distributed.device_communicators import shm_broadcast
 
     return bool(getattr(shm_broadcast.SpinCondition, "parked_by_lineage", False))

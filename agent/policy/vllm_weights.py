@@ -83,6 +83,12 @@ class WeightLoader:
             tensors = {name: f.get_tensor(name) for name in f.keys()}  # noqa: SIM118
         return load_linears(self.model_runner.get_model(), tensors)  # type: ignore[attr-defined]
 
+    def lineage_parked(self) -> bool:
+        """Whether this worker's queue readers park instead of spinning (`vllm_spin.py`)."""
+        from agent.policy.vllm_spin import parked
+
+        return parked()
+
 
 def stacked(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """vLLM layer name -> its whole new weight: parts of a stacked layer concatenated in order."""

@@ -120,3 +120,26 @@ def test_a_layer_whose_kernel_cannot_be_reached_is_refused() -> None:
     layer.cpu_linear = torch.nn.functional.linear  # no handle to swap
     with pytest.raises(NotImplementedError, match='backend = "transformers"'):
         set_layer_weight("layer", layer, torch.ones(4, 4))
+
+
+def test_a_failed_weight_push_stops_the_run_as_a_dead_engine(monkeypatch) -> None:
+    """A worker the kernel killed mid-run made `collective_rpc` fail with vLLM's "cancelled";
+    the run must stop saying what happened (EngineDied, which `lineage run` reports with a
+    resume hint), not with a traceback, and the temporary weights file must not stay behind."""
+    from agent.policy import vllm_weights
+    from agent.policy.backend import EngineDied
+    from agent.policy.vllm_weights import push_weights
+
+    written = []
+    real_write = vllm_weights.write_weights
+    monkeypatch.setattr(
+        vllm_weights, "write_weights", lambda *a: written.append(real_write(*a)) or written[-1]
+    )
+
+    class DeadEngine:
+        def collective_rpc(self, method, args=()):
+            raise Exception("Call to collective_rpc method failed: cancelled")
+
+    with pytest.raises(EngineDied, match="cancelled.*killed for memory"):
+        push_weights(DeadEngine(), {"layer.weight": torch.zeros(2, 2)}, torch.float32)
+    assert written and not written[0].exists()

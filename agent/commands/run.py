@@ -85,6 +85,7 @@ def _go(cfg, run_dir: Path, console: Console) -> None:
     from agent.loop.evaluation import InfraError
     from agent.loop.loop import Loop, SeedScaffoldError
     from agent.loop.runtime import Runtime
+    from agent.policy.backend import EngineDied
     from archive import ArchiveError
 
     console.print(f"[bold]run directory:[/bold] {run_dir}", highlight=False)
@@ -94,7 +95,7 @@ def _go(cfg, run_dir: Path, console: Console) -> None:
             summary = Loop(rt, console).run()
     except (ArchiveError, ConfigError) as exc:
         raise fail(str(exc)) from None
-    except (SeedScaffoldError, InfraError) as exc:  # ours to fix, not the agent's score
+    except (SeedScaffoldError, InfraError, EngineDied) as exc:  # ours to fix, not the agent's
         fail(f"{exc} (stopped; what is stored is kept: `lineage resume {run_dir}`)")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:

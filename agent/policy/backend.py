@@ -16,6 +16,12 @@ from agent.policy.lowrank import PopulationPerturbation
 FinishReason = Literal["stop", "eos", "length"]
 
 
+class EngineDied(RuntimeError):
+    """The engine behind a backend stopped (a worker process killed, for memory say) or is left
+    in an unknown state: nothing generated with it from here on can be trusted, so a run stops,
+    keeping what it stored."""
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     """Decoding settings, validated once.

@@ -31,6 +31,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from agent.policy.backend import EngineDied
+
 # vLLM's stacking of Hugging Face projections (Llama, Qwen2, Mistral and most dense models).
 PACKED = {"qkv_proj": ("q_proj", "k_proj", "v_proj"), "gate_up_proj": ("gate_proj", "up_proj")}
 ONEDNN_CACHE = 32  # as `dispatch_cpu_unquantized_gemm` builds its handles
@@ -68,6 +70,11 @@ def push_weights(llm, tensors: Mapping[str, torch.Tensor], dtype: torch.dtype) -
     path = write_weights(tensors, dtype)
     try:
         return sum(llm.collective_rpc("lineage_load_linears", args=(str(path),)))
+    except Exception as exc:  # a dead worker or a half-set model: either way, no engine to use
+        raise EngineDied(
+            f"the vLLM engine failed while taking new weights ({type(exc).__name__}: {exc}); "
+            "a worker the kernel killed for memory ends this way (see `dmesg`)"
+        ) from exc
     finally:
         path.unlink(missing_ok=True)
 

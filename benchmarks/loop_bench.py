@@ -36,8 +36,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from agent.policy.vllm_spin import KEEP_SPINNING
+
 ROOT = Path(__file__).resolve().parents[1]
-KEEP_SPINNING = "LINEAGE_VLLM_SPIN"  # agent/policy/vllm_spin.py
 CATEGORIES = (
     "engine_start",
     "container_starts",

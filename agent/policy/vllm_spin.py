@@ -3,11 +3,10 @@
 vLLM's shared-memory queues (engine core <-> worker) busy-wait, yielding the core in a loop, for
 a second after each read before they park on their ZMQ notification socket. During decoding a
 read comes every step, so the waiting side never parks: while a CPU worker computes a step, the
-engine core spins on the reply. Seen on a 2-core machine in a loop run: the engine core used 97%
-of a core (a quarter of it in the kernel) beside the worker's 100%, and the agents' and the
-scoring sandboxes got what was left. With the busy window at 0 a reader parks at once; waking it
+engine core spins on the reply: nearly a core of its own, on a 2-core machine the one the agents'
+and the scoring sandboxes need. With the busy window at 0 a reader parks at once; waking it
 costs microseconds, a CPU decode step tens of milliseconds. `benchmarks/loop_bench.py` measures
-a run both ways (`--spin`).
+a run both ways (`--spin`; figures in the README's "cores" note).
 
 Applied in every vLLM process by this project's plugin (`agent/policy/vllm_cpu_lora.py`), on the
 CPU platform only (a GPU's host core spinning costs the accelerator nothing and saves latency);

@@ -33,24 +33,24 @@ def solve(task, llm):
     examples = doc_examples(prompt) if checking else []
     if not examples:
         return programs[0]
-    scores = [examples_passed(p, prompt) for p in programs]
-    if max(scores) < len(examples) and settings.RETRY_SAMPLES > 0:
+    reports = [run_examples(p, prompt) for p in programs]  # (examples passed, first failure)
+    if max(passed for passed, _ in reports) < len(examples) and settings.RETRY_SAMPLES > 0:
         more = candidates(task, llm, settings.RETRY_SAMPLES, settings.RETRY_TEMPERATURE)
         programs += more
-        scores += [examples_passed(p, prompt) for p in more]
-    best = programs[scores.index(max(scores))]  # ties keep the earliest program
-    return repaired(task, llm, best, max(scores), len(examples))
+        reports += [run_examples(p, prompt) for p in more]
+    scores = [passed for passed, _ in reports]
+    best = scores.index(max(scores))  # ties keep the earliest program
+    return repaired(task, llm, programs[best], *reports[best], len(examples))
 
 
-def repaired(task, llm, program, passed, examples):
-    """`program` after up to `settings.REPAIR_ROUNDS` rounds of showing the model what its first
-    failing example returned; a round's fix is kept only if it passes more examples."""
-    failure = None
+def repaired(task, llm, program, passed, failure, examples):
+    """`program` (passing `passed` of the examples, `failure` the first it fails) after up to
+    `settings.REPAIR_ROUNDS` rounds of showing the model that failure; a round's fix is kept only
+    if it passes more examples."""
     for _ in range(settings.REPAIR_ROUNDS):
-        if passed == examples or settings.PROTOCOL != "instruct" or _NO_CHAT_TEMPLATE:
+        if passed == examples or failure is None:
             break
-        failure = failure or first_failure(program, task["prompt"])
-        if failure is None:
+        if settings.PROTOCOL != "instruct" or _NO_CHAT_TEMPLATE:
             break
         fixed = instruct_programs(task, llm, 1, 0.0, (program, failure))[0]
         fixed_passed, fixed_failure = run_examples(fixed, task["prompt"])
@@ -118,12 +118,6 @@ def completion_programs(task, llm, n, temperature):
 def examples_passed(program, prompt):
     """How many of the prompt's examples the program reproduces (see `run_examples`)."""
     return run_examples(program, prompt)[0]
-
-
-def first_failure(program, prompt):
-    """What went wrong on the first example the program does not reproduce, in words (None when
-    every example passes, or the prompt shows none)."""
-    return run_examples(program, prompt)[1]
 
 
 def run_examples(program, prompt):

@@ -7,7 +7,7 @@ from scaffold import settings
 from scaffold import solve as solve_module
 from tests.test_retry import GREEDY, PROMPT, RIGHT, TASK, WRONG, knobs_set
 
-HAS_REPAIR = hasattr(settings, "REPAIR_ROUNDS") and hasattr(solve_module, "first_failure")
+HAS_REPAIR = hasattr(settings, "REPAIR_ROUNDS") and hasattr(solve_module, "run_examples")
 
 
 def solve(task, llm):
@@ -15,7 +15,7 @@ def solve(task, llm):
 
 
 def first_failure(program, prompt):
-    return solve_module.first_failure(program, prompt)
+    return solve_module.run_examples(program, prompt)[1]
 
 
 class RepairingModel:

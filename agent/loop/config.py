@@ -83,6 +83,9 @@ class BudgetSection(Section):
 
     iterations: int | None = Field(6, ge=0)
     wall_clock_s: float | None = Field(None, gt=0)
+    # Hold back of `wall_clock_s` what one more child and the final held-out report would take
+    # (estimated from this run's nodes), so the run, report included, ends within it.
+    reserve_report: bool = True
     generated_tokens: int | None = Field(None, gt=0)
     sandbox_s: float | None = Field(None, gt=0)
 

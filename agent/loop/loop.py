@@ -188,13 +188,31 @@ class Loop:
         s = self.spent
         if b.iterations is not None and done >= b.iterations:
             return "iterations"
-        if b.wall_clock_s is not None and s.wall_s >= b.wall_clock_s:
+        if b.wall_clock_s is not None and s.wall_s + self._still_needed_s() >= b.wall_clock_s:
             return "wall_clock_s"
         if b.generated_tokens is not None and s.generated_tokens >= b.generated_tokens:
             return "generated_tokens"
         if b.sandbox_s is not None and s.sandbox_s >= b.sandbox_s:
             return "sandbox_s"
         return None
+
+    def _still_needed_s(self) -> float:
+        """Seconds one more child and the held-out report would take, from what this run's nodes
+        cost so far: a child is not started when the budget cannot also pay for the report,
+        so a run ends near its `wall_clock_s` with its table, not a report's length past it."""
+        if not self.rt.config.budget.reserve_report:
+            return 0.0
+        nodes = self.rt.archive.nodes()
+        base = next((n for n in nodes if n.id == ROOT_ID), None)
+        if base is None or base.status is not Status.EVALUATED:
+            return 0.0  # nothing measured yet
+        children = [n.cost.wall_s for n in nodes if n.id != ROOT_ID and n.cost.wall_s > 0]
+        child_s = sum(children) / len(children) if children else base.cost.wall_s
+        judged = sum(score.n for split, score in base.scores.items() if split != "heldout")
+        per_task_s = base.cost.wall_s / judged if judged else 0.0
+        # the base's report, unless stored, and the best's (a later child may become the best)
+        reports = 1 + ("heldout" not in base.scores)
+        return child_s + reports * per_task_s * len(self.rt.tasks.heldout)
 
     # ---- the run -----------------------------------------------------------------------------
     def run(self) -> RunSummary:

@@ -4,7 +4,8 @@ A small model cannot rewrite a file reliably, but it can change a line. So `impr
 model the agent's knobs (the assignments in scaffold/settings.py, with their comments) and the
 failed task, and asks for a few `NAME = value` lines. Several proposals are drawn, and a few
 one-knob neighbours of today's settings are added without the model (a flag flipped, a number
-halved, nudged or doubled); each is parsed (known knob, literal of the same type, in range).
+halved, nudged, doubled or quadrupled); each is parsed (known knob, literal of the same type, in
+range).
 The problem statement carries several failed tasks; those whose visible examples (the `>>>`
 lines of a prompt) today's knobs get wrong are the ones a knob can be judged on, and every
 proposal is tried on all of them by running `solve` with the new knobs (in parallel child
@@ -210,7 +211,8 @@ def coerce(value, current):
 
 def neighbours(knobs, rng, count):
     """Up to `count` one-knob changes of today's settings, each on another knob: a flag
-    flipped, a number halved, nudged or doubled. A search step that needs no model (a small one
+    flipped, a number halved, nudged, doubled or quadrupled (a small count's big step, within
+    `coerce`'s range). A search step that needs no model (a small one
     proposes little that parses), judged on the examples like the model's proposals."""
     steps = {name: values for name, (value, _) in knobs.items() if (values := near(value))}
     chosen = rng.sample(sorted(steps), min(count, len(steps)))
@@ -223,7 +225,8 @@ def near(value):
     if isinstance(value, bool):
         return [not value]
     if isinstance(value, int):
-        steps = {max(1, value // 2), max(2, 2 * value)} | ({value + 1} if value < 8 else set())
+        steps = {max(1, value // 2), max(2, 2 * value), max(4, 4 * value)}
+        steps |= {value + 1} if value < 8 else set()
     elif isinstance(value, float):
         steps = {round(value + d, 2) for d in (-0.4, -0.2, 0.2, 0.4)}
     else:

@@ -1,4 +1,4 @@
-from scaffold.improve import apply_knobs, parse_proposal, read_knobs, tasks_of
+from scaffold.improve import apply_knobs, near, parse_proposal, read_knobs, tasks_of
 
 SETTINGS = (
     '"""Knobs."""\n'
@@ -47,3 +47,12 @@ def test_tasks_of_reads_every_failed_task_from_the_problem_statement():
         {"task_id": "improve-check-1", "prompt": "def g():\n    pass\n", "entry_point": "g"},
     ]
     assert tasks_of("no task here") == []
+
+
+def test_a_small_count_can_step_far_a_large_one_stays_in_range():
+    assert near(0) == [1, 2, 4]  # a knob that is off can go to a few at once
+    assert near(1) == [2, 4]
+    assert near(8) == [4, 16]  # 32 is past the range coerce allows (at most twice, or 16)
+    assert near(768) == [384, 1536]
+    assert near(True) == [False]
+    assert near("instruct") == []

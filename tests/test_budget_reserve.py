@@ -7,6 +7,7 @@ tests/test_demo_e2e.py.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -71,3 +72,16 @@ def test_the_reserve_can_be_turned_off(run):
     assert lp._exhausted(0) is None
     lp.spent.wall_s = 1000
     assert lp._exhausted(0) == "wall_clock_s"
+
+
+def test_a_stop_for_the_reserve_says_so(run):
+    make, archive = run
+    lp = make({"wall_clock_s": 1000})
+    lp.spent.wall_s = 900
+    lp._say_why_stopped("wall_clock_s")
+    lp.spent.wall_s = 1000  # the clock itself ran out: nothing was held back
+    lp._say_why_stopped("wall_clock_s")
+    lp.events.close()
+    lines = (archive.run_dir / "events.jsonl").read_text().splitlines()
+    said = [e for e in map(json.loads, lines) if e["event"] == "budget_reserved"]
+    assert [(e["wall_s"], e["needed_s"]) for e in said] == [(900, 210.0)]

@@ -214,6 +214,17 @@ class Loop:
         reports = 1 + ("heldout" not in base.scores)
         return child_s + reports * per_task_s * len(self.rt.tasks.heldout)
 
+    def _say_why_stopped(self, reason: str) -> None:
+        """A stop before the clock ran out says what it held back, and for what."""
+        budget = self.rt.config.budget.wall_clock_s
+        if reason == "wall_clock_s" and budget is not None and self.spent.wall_s < budget:
+            needed = self._still_needed_s()
+            self.events.emit("budget_reserved", wall_s=self.spent.wall_s, needed_s=needed)
+            self.console.print(
+                f"{budget - self.spent.wall_s:.0f} s of wall_clock_s left, about {needed:.0f} s "
+                "needed for one more child and the held-out report: reporting now"
+            )
+
     # ---- the run -----------------------------------------------------------------------------
     def run(self) -> RunSummary:
         previous = self._install_signals()
@@ -243,6 +254,7 @@ class Loop:
                     self._account()
                     reason = self.stop or self._exhausted(self._done())
                     if reason:
+                        self._say_why_stopped(reason)
                         break
                     iteration = self._done() + 1
                     self._iterate(iteration)

@@ -17,7 +17,7 @@ from agent.es.checkpoint import Checkpoint, save_checkpoint
 from agent.es.record import EsRecord
 from agent.es.replay import base_weights, replay
 from agent.es.weight_store import SpilledWeights
-from agent.loop.config import RunConfig, from_dict
+from agent.loop.config import ConfigError, RunConfig, from_dict
 from agent.loop.events import EventLog, read_events
 from agent.loop.loop import Spent
 from agent.loop.operators import choose_operator
@@ -207,6 +207,16 @@ def test_operator_mix_and_bandit():
         "both",
         "es_step",
     ]
+    cycle = {"order": "cycle", "first": "scaffold_edit"}
+    rt = SimpleNamespace(config=from_dict({"operators": cycle}, "t"))
+    assert [choose_operator(rt, rng, {}, i) for i in range(1, 4)] == [
+        "scaffold_edit",
+        "es_step",
+        "scaffold_edit",
+    ]
+    for first in ("both", "bogus"):  # a weight of 0 (both's default), or no such operator
+        with pytest.raises(ConfigError, match=rf"t: \[operators\].*first: '{first}'"):
+            from_dict({"operators": cycle | {"first": first}}, "t")
     rt = SimpleNamespace(config=from_dict({"operators": {"bandit": True, "both": 1}}, "t"))
     assert choose_operator(rt, rng, {}) == "es_step"  # untried first, in order
     gains = {"es_step": [0.2, 0.1] * 20, "scaffold_edit": [-0.1] * 40, "both": [0.0] * 40}

@@ -102,6 +102,9 @@ class OperatorsSection(Section):
     # "random": draw by the weights each iteration; "cycle": take the operators with a weight
     # > 0 in turn (es_step, scaffold_edit, both), so a short run is guaranteed its mix.
     order: Literal["random", "cycle"] = "random"
+    # "cycle" starts with this operator (None: the first in the order above), then goes on in
+    # that order: a run that can afford one child makes the one it chose.
+    first: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -122,6 +125,11 @@ class OperatorsSection(Section):
     def _some_weight(self) -> OperatorsSection:
         if sum(self.weights.values()) <= 0:
             raise ValueError("at least one operator weight must be > 0")
+        if self.first is not None and self.weights.get(self.first, 0) <= 0:
+            raise ValueError(
+                f"first: {self.first!r} is not an operator with a weight > 0 "
+                f"({', '.join(k for k, w in self.weights.items() if w > 0)})"
+            )
         return self
 
     @property

@@ -103,5 +103,6 @@ def choose_operator(
 
         return max(allowed, key=ucb)
     if o.order == "cycle":
-        return allowed[(iteration - 1) % len(allowed)]
+        start = allowed.index(o.first) if o.first else 0
+        return allowed[(start + iteration - 1) % len(allowed)]
     return rng.choices(allowed, weights=[weights[k] for k in allowed])[0]

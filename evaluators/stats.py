@@ -34,10 +34,12 @@ class PairedDifference:
         return asdict(self)
 
     def describe(self) -> str:
-        """`+0.062 [+0.012, +0.111] on 81 tasks (6 won, 1 lost, McNemar p=0.125)`."""
+        """`+0.062 [+0.012, +0.111] on 81 tasks (6 won, 1 lost, McNemar p=0.125, one-sided
+        0.0625)`: the one-sided p is the one the frontier tests."""
         return (
             f"{self.diff:+.3f} [{self.low:+.3f}, {self.high:+.3f}] on {self.n} tasks "
-            f"({self.wins} won, {self.losses} lost, McNemar p={self.p_two_sided:.3g})"
+            f"({self.wins} won, {self.losses} lost, McNemar p={self.p_two_sided:.3g}, "
+            f"one-sided {self.p_greater:.3g})"
         )
 
 

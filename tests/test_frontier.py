@@ -24,6 +24,7 @@ def test_mcnemar_exact_on_the_discordant_tasks():
     assert d.p_two_sided == pytest.approx(2 / 64)
     assert d.low <= d.diff <= d.high and d.low > 0
     assert binomial_tail(6, 7) == pytest.approx(8 / 128)
+    assert d.describe().endswith("(6 won, 0 lost, McNemar p=0.0312, one-sided 0.0156)")
     same = paired_difference(a, a)
     assert (same.diff, same.low, same.high, same.p_two_sided) == (0, 0, 0, 1.0)
 

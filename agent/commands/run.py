@@ -223,7 +223,7 @@ def nodes_table(nodes: list) -> Table:
         paired = "-"
         if n.id != ROOT_ID and mine and base:
             d = paired_on_shared(base, mine)
-            paired = f"{d.diff:+.3f} [{d.low:+.2f}, {d.high:+.2f}] p={d.p_greater:.2g}"
+            paired = f"{d.diff:+.3f} [{d.low:+.2f}, {d.high:+.2f}] one-sided p={d.p_greater:.2g}"
         table.add_row(
             n.id,
             n.operator,

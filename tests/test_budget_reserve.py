@@ -1,8 +1,9 @@
 """`[budget] wall_clock_s` pays for the final held-out report: a child is not started when the
 budget left cannot cover it and the report (estimated from what this run's nodes cost).
 
-Unit tests of the logic over a real archive; the whole loop under a budget runs in
-tests/test_demo_e2e.py.
+Unit tests of the logic over a real archive. No integration test sets a wall clock (a run long
+enough to be cut by one takes minutes); `make demo`, whose config has one, is where the reserve
+was seen to stop a real run (docs/efficacy.md).
 """
 
 from __future__ import annotations

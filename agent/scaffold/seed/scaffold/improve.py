@@ -212,8 +212,8 @@ def coerce(value, current):
 def neighbours(knobs, rng, count):
     """Up to `count` one-knob changes of today's settings, each on another knob: a flag
     flipped, a number halved, nudged, doubled or quadrupled (a small count's big step, within
-    `coerce`'s range). A search step that needs no model (a small one
-    proposes little that parses), judged on the examples like the model's proposals."""
+    `coerce`'s range). A search step that needs no model (a small one proposes little that
+    parses), judged on the examples like the model's proposals."""
     steps = {name: values for name, (value, _) in knobs.items() if (values := near(value))}
     chosen = rng.sample(sorted(steps), min(count, len(steps)))
     return [{name: rng.choice(steps[name])} for name in chosen]

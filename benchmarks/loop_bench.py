@@ -170,6 +170,8 @@ def child(args: argparse.Namespace) -> None:
         "startup_s": opened - started,
         "tokens": usage["tokens"],
         "calls": usage["calls"],
+        "reused_calls": usage["reused_calls"],
+        "reused_tokens": usage["reused_tokens"],
         "engine_busy_s": usage["busy_s"],
         "push_s": push_s,
         "container_replacements": replacements,
@@ -234,7 +236,8 @@ def figures_of(runs: dict[str, dict], raw: dict[str, dict]) -> dict[str, object]
     for name, r in runs.items():
         figures[f"loop_tok_s_{name}"] = r["tokens"] / r["wall_s"]
         figures[f"loop_tok_s_{name}_after_start"] = r["tokens"] / (r["wall_s"] - r["startup_s"])
-        figures[f"tokens_{name}"] = r["tokens"]
+        figures[f"tokens_{name}"] = r["tokens"]  # generated; reused greedy replies apart
+        figures[f"reused_tokens_{name}"] = r.get("reused_tokens", 0)
         figures[f"wall_s_{name}"] = r["wall_s"]
         for category, seconds in r["split_s"].items():
             figures[f"split_{name}_{category}_s"] = seconds

@@ -22,6 +22,7 @@ from agent.loop.events import EventLog, read_events
 from agent.loop.loop import Spent
 from agent.loop.operators import choose_operator
 from agent.loop.operators.es_step import checkpoint_if_due
+from agent.loop.runtime import WeightsName
 from agent.policy.tiny import TinyModelConfig, tiny_model
 
 TARGETS = ("q_proj", "v_proj")
@@ -329,6 +330,7 @@ def tied_step_runtime(monkeypatch, verdicts_of, skip_tied: bool = True):
         weights=weights,
         archive=SimpleNamespace(weights_chain=lambda _id: WeightsChain("m", "h", [])),
         set_weights=lambda chain: set_calls.append(len(chain.records)),
+        weights_name=WeightsName(),
         tasks=SimpleNamespace(train=[SimpleNamespace(task_id=f"t{i}") for i in range(4)]),
     )
     return rt, set_calls

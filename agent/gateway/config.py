@@ -21,6 +21,9 @@ class GatewayConfig:
     - `max_tokens_cap`: no call generates more tokens per row than this.
     - `default_max_tokens`: per-row tokens when a request names no `max_tokens`.
     - `model_name`: the local policy's name in `/v1/models` and in responses.
+    - `reuse_greedy_mb` (64): greedy replies kept for equal requests to the same weights
+      (`agent/gateway/reuse.py`), at most this many MB of their text; 0 keeps none. Only
+      a gateway told which weights generate (the loop's) keeps any.
 
     What one agent can make the gateway hold (every agent is untrusted; the bounds keep the host's
     memory and threads, and the other sessions' service, safe from any one of them):
@@ -56,6 +59,7 @@ class GatewayConfig:
     max_connections: int = 256
     max_session_calls: int = 16
     max_refusal_records: int = 100
+    reuse_greedy_mb: int = 64
 
     def __post_init__(self) -> None:
         for name in (
@@ -90,6 +94,11 @@ class GatewayConfig:
             raise ValueError(
                 "GatewayConfig.default_max_tokens must be in [1, max_tokens_cap="
                 f"{self.max_tokens_cap}], got {self.default_max_tokens}"
+            )
+        if not 0 <= self.reuse_greedy_mb <= 1 << 16:
+            raise ValueError(
+                "GatewayConfig.reuse_greedy_mb must be in [0, 65536] (0: none kept), got "
+                f"{self.reuse_greedy_mb}"
             )
         if not self.model_name:
             raise ValueError("GatewayConfig.model_name must be non-empty")

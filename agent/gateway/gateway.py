@@ -32,6 +32,7 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import CancelledError, Future
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,7 @@ from agent.gateway.protocol import (
     parse_json,
     response_body,
 )
+from agent.gateway.reuse import GreedyReplies, WeightsKey, reply_key
 from agent.gateway.server import Answer, Call, Head, UnixHTTPServer, overloaded
 from agent.gateway.session import CallRecord, Session, SessionRecord
 from agent.policy.backend import Generation, PolicyBackend
@@ -84,13 +86,18 @@ class Gateway:
         config: GatewayConfig | None = None,
         chat_template: ChatTemplate | None = None,
         meter: PromptMeter | None = None,
+        weights_key: Callable[[], WeightsKey | None] | None = None,
     ) -> None:
         """`meter` counts prompt tokens and knows the context; by default the backend's own
-        (pass the model's where the backend is remote, e.g. Ray replicas)."""
+        (pass the model's where the backend is remote, e.g. Ray replicas). `weights_key` names
+        the weights unperturbed rows generate with now (None: unknown); with it, greedy replies
+        are reused (`agent.gateway.reuse`), without it none are."""
         self.config = config or GatewayConfig()
         self.backend = backend
         self.chat_template = chat_template
         self.meter = meter or PromptMeter.of(backend)
+        self._weights_key = weights_key
+        self.replies = GreedyReplies(self.config.reuse_greedy_mb << 20 if weights_key else 0)
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._external: set[Future] = set()
@@ -222,8 +229,9 @@ class Gateway:
 
     def usage(self) -> dict[str, int]:
         """Totals since start: generating calls answered, tokens generated, backend batches,
-        the connections open now and cut off or refused at the cap, and `busy_s`, the seconds
-        the backend spent generating."""
+        the connections open now and cut off or refused at the cap, `busy_s`, the seconds
+        the backend spent generating, and the calls and tokens answered with reused greedy
+        replies (`reused_calls`, `reused_tokens`; not in `tokens`, which the backend made)."""
         with self._lock:
             calls, tokens, sessions = self._calls, self._tokens, len(self._sessions)
         return {
@@ -236,6 +244,8 @@ class Gateway:
             "connections_evicted": self._server.evicted,
             "connections_refused": self._server.refused,
             "busy_s": self._batcher.busy_s,
+            "reused_calls": self.replies.hits,
+            "reused_tokens": self.replies.tokens,
         }
 
     # -- requests --------------------------------------------------------------------------
@@ -314,8 +324,9 @@ class Gateway:
             )
 
         done = record(error="interrupted")
+        reused = False
         try:
-            outcome = self._generate(session, request, prompts, max_tokens, prompt_tokens)
+            outcome, reused = self._generate(session, request, prompts, max_tokens, prompt_tokens)
             done = record(outcome)
         except GatewayClosed as exc:
             done = record(error=str(exc))
@@ -330,7 +341,7 @@ class Gateway:
             session.settle(request.rows * max_tokens, done)
         with self._lock:
             self._calls += 1
-            self._tokens += outcome.completion_tokens
+            self._tokens += 0 if reused else outcome.completion_tokens
         return response_body(request, outcome, model)
 
     def _measure(self, request: Request, session: Session, prompts: list[str]) -> tuple[int, int]:
@@ -408,11 +419,18 @@ class Gateway:
         prompts: list[str],
         max_tokens: int,
         prompt_tokens: int,
-    ) -> Outcome:
+    ) -> tuple[Outcome, bool]:
+        """The call's outcome, and whether it was a reused greedy reply."""
         if session.external is not None:
-            return self._forward(session, request, max_tokens)
+            return self._forward(session, request, max_tokens), False
         decoding = dataclasses.replace(request.decoding, max_tokens=max_tokens)
         rows = [p for p in prompts for _ in range(request.n)]
+        weights = self._weights(session)
+        key = None if weights is None else reply_key(weights[0], rows, decoding)
+        if key is not None:
+            kept = self.replies.get(key)
+            if kept is not None:
+                return outcome_of(kept, prompt_tokens), True
         future = self._batcher.submit(rows, decoding, session.member)
         with self._lock:
             self._local.setdefault(id(session), set()).add(future)
@@ -423,7 +441,16 @@ class Gateway:
         finally:
             with self._lock:
                 self._local.get(id(session), set()).discard(future)
-        return outcome_of(result, prompt_tokens)
+        if key is not None and self._weights(session) == weights:
+            self.replies.put(key, result)  # the weights did not move while it generated
+        return outcome_of(result, prompt_tokens), False
+
+    def _weights(self, session: Session) -> WeightsKey | None:
+        """The weights this session's rows generate with, if replies may be reused for it: an
+        unperturbed session, weights the run can name."""
+        if session.member >= 0 or self._weights_key is None or not self.replies.max_bytes:
+            return None
+        return self._weights_key()
 
     def _forward(self, session: Session, request: Request, max_tokens: int) -> Outcome:
         """Run the external call in its own thread, so that `close()` can answer it 503 at once;

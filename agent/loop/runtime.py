@@ -7,6 +7,8 @@ container never holds a test.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from contextlib import ExitStack
@@ -67,6 +69,32 @@ def load_tasks(config: RunConfig) -> TaskSets:
 CHECKPOINT_SCRATCH = "es-checkpoint.safetensors"
 
 
+class WeightsName:
+    """Names the weights unperturbed rows generate with, for the gateway's reused greedy
+    replies (`agent/gateway/reuse.py`): the loaded chain (replay is bit-identical, so one chain is
+    one set of weights) and a count of moves. Whatever moves the weights says so first
+    (`moving`); until the move is done and named (`settled`) there is no key, so nothing is
+    reused or kept."""
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        self.moves = 0
+
+    def moving(self) -> None:
+        self.name = None
+        self.moves += 1
+
+    def settled(self, loaded: list[str] | None) -> None:
+        """The weights are base + `loaded` (`ChainReplayer.loaded`; None: unknown)."""
+        if loaded is None:
+            self.name = None
+            return
+        self.name = hashlib.sha256(json.dumps(loaded).encode()).hexdigest()
+
+    def key(self) -> tuple[str, int] | None:
+        return None if self.name is None else (self.name, self.moves)
+
+
 class Runtime:
     """Opened once per `run`/`resume`; closed on exit, whatever happens."""
 
@@ -86,6 +114,7 @@ class Runtime:
             self.backend = self.policy.host  # the model ES moves (vLLM: a host-side copy)
             self.weights = ChainReplayer(self.backend.model, config.es.target_modules)
             self.set_weights_s = 0.0  # replaying chains and handing the engine the result
+            self.weights_name = WeightsName()  # what reused greedy replies are keyed by
             s = config.sandbox
             # With Ray, generation runs on model replicas (they rebuild weights from ES records)
             # and scoring fans out over a pool per node; the archive, the ES step's `tell`, the
@@ -108,6 +137,7 @@ class Runtime:
                     config.gateway,
                     chat_template=tokenizer_chat_template(self.backend.tokenizer),
                     meter=PromptMeter.of(self.backend),  # the replicas' model, counted here
+                    weights_key=self.weights_name.key,
                 )
             )
             self.agent_pool = self._stack.enter_context(
@@ -152,11 +182,14 @@ class Runtime:
         deepest checkpoint where there is one (a replica whose node cannot read the archive's
         file replays from the base)."""
         started = time.perf_counter()
+        self.weights_name.moving()
         checkpoint = checkpoint_of(chain)
         self.weights.set(chain.records, checkpoint)
         self.sync_engine()
         if self.replicas is not None:
             self.replicas.set_weights(chain.records, checkpoint)
+        else:  # Ray's replicas load weights out of this process's sight: left unnamed
+            self.weights_name.settled(self.weights.loaded)
         self.set_weights_s += time.perf_counter() - started
 
     def sync_engine(self) -> None:
@@ -193,8 +226,6 @@ def checkpoint_of(chain: WeightsChain) -> Checkpoint | None:
 def model_hash(backend: TransformersBackend) -> str:
     """What names the base weights in the archive: the model's folder and config, not its bytes
     (hashing 2 GB per run start would cost more than it protects against)."""
-    import hashlib
-
     path = getattr(backend.model.config, "_name_or_path", "") or ""
     return hashlib.sha256(
         (os.path.basename(path) + backend.model.config.to_json_string()).encode()

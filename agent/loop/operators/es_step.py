@@ -101,6 +101,7 @@ def es_step(rt: Runtime, parent_id: str, iteration: int, rng: random.Random | No
         ),
         evaluator=ScaffoldEvaluator(rt, files, f"es{iteration}"),
     )
+    rt.weights_name.moving()  # `tell` moves the loaded weights in place
     result = trainer.step(parent=parent_id)
     cost = Cost(result.tokens, result.score_s, time.time() - started)
     metadata = {

@@ -79,7 +79,8 @@ def improve(workspace, problem_statement, llm):
         return f"{tried}: no example to check a neighbour on"
     with open(path, "w") as f:
         f.write(apply_knobs(source, best))
-    return f"{tried}; {judged}: wrote {best}"
+    origin = "the model's proposal" if best in proposed else "a neighbour of today's"
+    return f"{tried}; {judged}: wrote {best} ({origin})"
 
 
 def comments(source):

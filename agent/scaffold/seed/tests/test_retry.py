@@ -113,7 +113,7 @@ def check_improve_against_today(workspace):
             str(workspace), statement, ScriptedModel(["```python\nRETRY_SAMPLES = 2\n```"])
         )
         assert "RETRY_SAMPLES = 2\n" in settings_file.read_text()
-        assert "wrote {'RETRY_SAMPLES': 2}" in note, note
+        assert "wrote {'RETRY_SAMPLES': 2} (the model's proposal)" in note, note
 
 
 def test_improve_judges_on_the_failed_tasks_whose_examples_fail_today():
@@ -146,7 +146,8 @@ def test_improve_steps_to_a_neighbour_when_the_model_proposes_nothing():
         settings_file.write_text(source)
         statement = f"Task prompt:\n```python\n{PROMPT}```\nEntry point: add\n"
         with knobs_set(**GREEDY):
-            improve(folder, statement, ScriptedModel(["no settings to offer"] * 4))
+            note = improve(folder, statement, ScriptedModel(["no settings to offer"] * 4))
+        assert "(a neighbour of today's)" in note, note
         # of the neighbours (RETRY_SAMPLES 1, 2 or 4, SELECT_BY_EXAMPLES on), only a retry
         # passes the example, so that one is written, its comment kept
         assert settings_file.read_text() in (

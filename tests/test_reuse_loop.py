@@ -1,7 +1,8 @@
 """Reused greedy replies in a real run's runtime: the real gateway, sandbox pools, archive and
 scaffold, the tiny random model saved as a folder. A node judged again on the weights it was
 judged with (what a self-edit's child and the held-out report do) is answered from the kept
-replies and scores the same; a node with other weights (an ES child) generates afresh."""
+replies and scores the same; a node with other weights (an ES child) generates afresh; a node's
+cost counts only what was generated for it."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 
 from agent.es import EggRoll, EsConfig
 from agent.loop.config import from_dict
-from agent.loop.evaluation import run_tasks, scaffold_files
+from agent.loop.evaluation import evaluate, run_tasks, scaffold_files
 from agent.loop.frontier import ROOT_ID
 from agent.loop.runtime import Runtime, model_hash
 from agent.policy.tiny import tiny_model
@@ -68,4 +69,12 @@ def test_judging_a_node_again_reuses_its_replies_and_other_weights_generate(tiny
         assert usage["reused_calls"] == first.llm_calls  # nothing of the base's reused
 
         run_tasks(rt, ROOT_ID, files, rt.tasks.stage1, "train")  # the base again, after n0001
-        assert rt.gateway.usage()["reused_calls"] == 2 * first.llm_calls
+        usage = rt.gateway.usage()
+        assert usage["reused_calls"] == 2 * first.llm_calls
+
+        # A node's cost counts what was generated for it, not what was reused: stage 1 (the
+        # same tasks again) is all reused, the dev task is new.
+        judged = evaluate(rt, ROOT_ID, None)
+        after = rt.gateway.usage()
+        assert judged.cost.generated_tokens == after["tokens"] - usage["tokens"]
+        assert after["reused_tokens"] - usage["reused_tokens"] == first.tokens

@@ -152,6 +152,7 @@ class Evaluation:
 
 def evaluate(rt: Runtime, node_id: str, parent_train: float | None) -> Evaluation:
     started = time.time()
+    reused = rt.reused_tokens()
     files = scaffold_files(rt.archive, node_id)
     stage1 = run_tasks(rt, node_id, files, rt.tasks.stage1, "train")
     scores = {"train": stage1.score}
@@ -172,7 +173,8 @@ def evaluate(rt: Runtime, node_id: str, parent_train: float | None) -> Evaluatio
     metadata["outcomes"] = outcomes
     metadata[RESULTS_KEY] = per_task
     metadata["evaluated_at"] = time.time()
-    return Evaluation(scores, Cost(tokens, sandbox_s, time.time() - started), metadata)
+    generated = tokens - (rt.reused_tokens() - reused)  # the agents got `tokens`
+    return Evaluation(scores, Cost(generated, sandbox_s, time.time() - started), metadata)
 
 
 def failure_notes(attempts: list[Attempt]) -> list[dict[str, str]]:

@@ -281,11 +281,6 @@ class Loop:
         tokens = self.rt.gateway.usage()["tokens"]
         self.progress.update(self.bar, phase=f"{text} ({tokens} tokens this session)")
 
-    def _reused_tokens(self) -> int:
-        """Tokens answered so far with greedy replies the gateway kept (agent/gateway/reuse.py):
-        a node's `tokens` minus these were generated for it."""
-        return self.rt.gateway.usage().get("reused_tokens", 0)
-
     def _done(self) -> int:
         """Iterations finished: the highest child number in the archive."""
         numbers = [
@@ -322,7 +317,7 @@ class Loop:
             parent_train = parent.scores["train"].score if "train" in parent.scores else None
         self._phase(f"evaluating {node_id}")
         self.events.emit("evaluation_started", node=node_id)
-        reused = self._reused_tokens()
+        reused = self.rt.reused_tokens()
         try:
             result = evaluate(self.rt, node_id, parent_train)
         except NoProgram as exc:
@@ -355,8 +350,8 @@ class Loop:
             node=node_id,
             scores={k: v.to_json() for k, v in result.scores.items()},
             outcomes=outcomes,
-            tokens=result.cost.generated_tokens,
-            reused_tokens=self._reused_tokens() - reused,
+            tokens=result.cost.generated_tokens,  # generated; the agents also got reused ones
+            reused_tokens=self.rt.reused_tokens() - reused,
         )
         errors = {split: o["agent_error"] for split, o in outcomes.items() if o["agent_error"]}
         if errors:
@@ -462,7 +457,7 @@ class Loop:
             if "heldout" not in node.scores and node.status is Status.EVALUATED:
                 self._phase(f"held-out: {node_id}")
                 files = scaffold_files(archive, node_id)
-                reused = self._reused_tokens()
+                reused = self.rt.reused_tokens()
                 judged = run_tasks(self.rt, node_id, files, self.rt.tasks.heldout, "heldout")
                 archive.update_metadata(node_id, {HELDOUT_KEY: judged.per_task})
                 archive.record_scores(node_id, {"heldout": judged.score}, status=None)
@@ -470,8 +465,8 @@ class Loop:
                     "heldout",
                     node=node_id,
                     score=judged.score.to_json(),
-                    tokens=judged.tokens,
-                    reused_tokens=self._reused_tokens() - reused,
+                    tokens=judged.tokens - (self.rt.reused_tokens() - reused),
+                    reused_tokens=self.rt.reused_tokens() - reused,
                 )
                 node = archive.get(node_id)
             rows.append(

@@ -199,6 +199,11 @@ class Runtime:
         if sync is not None:
             sync(self.weights.loaded, list(self.weights.base), self.gateway.run_exclusive)
 
+    def reused_tokens(self) -> int:
+        """Tokens answered so far with greedy replies the gateway kept: generated once, for an
+        earlier node, so a cost's `generated_tokens` leaves them out."""
+        return self.gateway.usage()["reused_tokens"]
+
     def write_checkpoint(self) -> Path:
         """The loaded weights' checkpoint, in a scratch file of the run (the archive copies it
         into its blobs; one left by a crash is removed when the run reopens)."""

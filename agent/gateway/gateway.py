@@ -8,8 +8,10 @@ perturbation. Everything a session asked and got is kept for its `SessionRecord`
 
 Greedy outputs are what the backend gives a prompt alone (as far as its batching keeps them so:
 exactly in fp32). Sampled ones with a `seed` repeat only for the same batch (the backend draws
-one random stream per batch); without a seed each batch gets a fresh one. The time budget is
-checked when a call is admitted, not during it.
+one random stream per batch); without a seed each batch gets a fresh one. Given `weights_key`
+(the loop's), a greedy unperturbed call equal to an earlier one on the same weights is answered
+with that call's reply (`agent/gateway/reuse.py`). The time budget is checked when a call is
+admitted, not during it.
 
 A request is judged by its head before its body is read: route, token, size, and the session's
 requests in flight (`GatewayConfig`'s bounds; the server bounds connections and waits). Its

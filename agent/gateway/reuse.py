@@ -8,12 +8,14 @@ replies of greedy, unperturbed rows under a key naming the weights that produced
 answers an equal request from here.
 
 The key must name the weights exactly, or a reply of one node would be scored as another's:
-whoever moves the weights supplies it (`Runtime.weights_key`), returns None while it cannot
+whoever moves the weights supplies it (`Runtime.weights_name`), returns None while it cannot
 vouch for them, and the gateway asks again when a generation ends and keeps the reply only if
 the answer did not change meanwhile (`WeightsKey` counts every move, so weights that moved and
 came back do not pass for unmoved). Sampled rows, ES members' rows and external endpoints are
 never kept. Only replies the host's own engine generated are stored, so an agent can make the
-cache answer nothing it would not have been answered anyway.
+cache answer nothing it would not have been answered anyway (a fast answer tells it only that
+someone asked these weights the same question before). Replies of a batched engine may differ
+from a lone prompt's in the last bits; a reused one is what these weights did answer.
 """
 
 from __future__ import annotations

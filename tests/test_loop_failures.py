@@ -69,7 +69,11 @@ def loop(tmp_path: Path, monkeypatch):
         archive.add_child(ROOT_ID, "es_step", node_id=child, es_record={"seeds": [1]})
     gateway = SimpleNamespace(usage=lambda: {"tokens": 0})
     rt = SimpleNamespace(
-        config=RunConfig(), run_dir=tmp_path / "run", archive=archive, gateway=gateway
+        config=RunConfig(),
+        run_dir=tmp_path / "run",
+        archive=archive,
+        gateway=gateway,
+        reused_tokens=lambda: 0,
     )
     lp = Loop(rt)
     lp.progress, lp.bar = SimpleNamespace(update=lambda *a, **k: None), 0  # as run() sets them

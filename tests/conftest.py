@@ -3,6 +3,8 @@ the engine's fix in the message (they are not skipped, so a CI without Docker ca
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -34,3 +36,15 @@ def tiny_dir(tmp_path_factory):
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """torch on one thread for a module: a tiny model gains nothing from threads, two can crawl
+    on a shared machine, and each 1-CPU Ray replica runs so."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -36,17 +36,10 @@ from agent.policy.transformers_backend import TransformersBackend, TransformersB
 from agent.scaffold import llm_client
 from agent.scaffold.llm_client import LLM, LLMBudgetExhausted, LLMError
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: a tiny model, one thread
+
 PROMPTS = ["def f(x):\n", "hello", "a longer prompt than the others", "x", "ab", "zz top"]
 MAX_ROWS = 64  # GatewayConfig's default, which is also the batch size the gateway asks for
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """A tiny model gains nothing from threads, and two can crawl on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class RecordingBackend:

@@ -4,10 +4,7 @@ prompt, token limit and stops, greedy and unperturbed; never across a move of th
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
-import torch
 from populations import random_population
 
 from agent.gateway import Budget, Gateway, GatewayConfig
@@ -18,15 +15,9 @@ from agent.policy.tiny import TinyModelConfig, tiny_model
 from agent.policy.transformers_backend import TransformersBackend
 from agent.scaffold.llm_client import LLM
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: a tiny model, one thread
+
 PROMPT = "def f(x):\n"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 class Counting:

@@ -73,7 +73,6 @@ def loop(tmp_path: Path, monkeypatch):
         run_dir=tmp_path / "run",
         archive=archive,
         gateway=gateway,
-        reused_tokens=lambda: 0,
     )
     lp = Loop(rt)
     lp.progress, lp.bar = SimpleNamespace(update=lambda *a, **k: None), 0  # as run() sets them

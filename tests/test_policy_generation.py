@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
@@ -20,16 +19,9 @@ from agent.policy.transformers_backend import (
     pick_dtype,
 )
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: a tiny model, one thread
+
 PROMPTS = ["def f(x):\n", "hello", "a much longer prompt than the others, yes indeed", "x", "ab"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """A tiny model gains nothing from threads, and two can crawl on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

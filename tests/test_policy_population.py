@@ -3,8 +3,6 @@ each member with its perturbation added to the weights explicitly."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from populations import random_population
@@ -17,15 +15,7 @@ from agent.policy.transformers_backend import TransformersBackend
 
 PROMPTS = ["def f(x):\n", "hello", "a longer prompt than the others", "x"]
 CONFIG = GenerationConfig(max_new_tokens=12, batch_size=3)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """A tiny model gains nothing from threads, and two can crawl on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: a tiny model, one thread
 
 
 def generate_with_dense_weights(

@@ -151,14 +151,6 @@ def sandbox_config(sandbox_image) -> SandboxConfig:
     return SandboxConfig(image=sandbox_image, workers=1)
 
 
-@pytest.fixture(scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as each 1-CPU replica runs
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.docker
 @pytest.mark.slow
 def test_cluster_verdicts_equal_local_pool_and_use_both_nodes(cluster, sandbox_config) -> None:

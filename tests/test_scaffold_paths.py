@@ -294,7 +294,6 @@ def test_a_pending_child_that_cannot_be_evaluated_is_marked_failed_on_resume(tmp
             archive=archive,
             config=SimpleNamespace(report=SimpleNamespace(tensorboard=False)),
             gateway=SimpleNamespace(usage=lambda: {"tokens": 0}),
-            reused_tokens=lambda: 0,
         )
         loop = Loop(rt)
         loop.progress, loop.bar = SimpleNamespace(update=lambda *a, **k: None), None

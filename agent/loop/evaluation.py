@@ -148,12 +148,13 @@ class Evaluation:
     scores: dict[str, Score]
     cost: Cost
     metadata: dict[str, Any] = field(default_factory=dict)
+    reused_tokens: int = 0  # the agents got these too, from replies kept for an earlier node
 
 
 def evaluate(rt: Runtime, node_id: str, parent_train: float | None) -> Evaluation:
     started = time.time()
-    reused = rt.reused_tokens()
     files = scaffold_files(rt.archive, node_id)
+    reused = rt.reused_since()
     stage1 = run_tasks(rt, node_id, files, rt.tasks.stage1, "train")
     scores = {"train": stage1.score}
     tokens, sandbox_s = stage1.tokens, stage1.sandbox_s
@@ -173,8 +174,9 @@ def evaluate(rt: Runtime, node_id: str, parent_train: float | None) -> Evaluatio
     metadata["outcomes"] = outcomes
     metadata[RESULTS_KEY] = per_task
     metadata["evaluated_at"] = time.time()
-    generated = tokens - (rt.reused_tokens() - reused)  # the agents got `tokens`
-    return Evaluation(scores, Cost(generated, sandbox_s, time.time() - started), metadata)
+    reused_tokens = reused()  # of the `tokens` the agents got
+    cost = Cost(tokens - reused_tokens, sandbox_s, time.time() - started)
+    return Evaluation(scores, cost, metadata, reused_tokens)
 
 
 def failure_notes(attempts: list[Attempt]) -> list[dict[str, str]]:

@@ -317,7 +317,6 @@ class Loop:
             parent_train = parent.scores["train"].score if "train" in parent.scores else None
         self._phase(f"evaluating {node_id}")
         self.events.emit("evaluation_started", node=node_id)
-        reused = self.rt.reused_tokens()
         try:
             result = evaluate(self.rt, node_id, parent_train)
         except NoProgram as exc:
@@ -351,7 +350,7 @@ class Loop:
             scores={k: v.to_json() for k, v in result.scores.items()},
             outcomes=outcomes,
             tokens=result.cost.generated_tokens,  # generated; the agents also got reused ones
-            reused_tokens=self.rt.reused_tokens() - reused,
+            reused_tokens=result.reused_tokens,
         )
         errors = {split: o["agent_error"] for split, o in outcomes.items() if o["agent_error"]}
         if errors:
@@ -457,16 +456,17 @@ class Loop:
             if "heldout" not in node.scores and node.status is Status.EVALUATED:
                 self._phase(f"held-out: {node_id}")
                 files = scaffold_files(archive, node_id)
-                reused = self.rt.reused_tokens()
+                reused = self.rt.reused_since()
                 judged = run_tasks(self.rt, node_id, files, self.rt.tasks.heldout, "heldout")
                 archive.update_metadata(node_id, {HELDOUT_KEY: judged.per_task})
                 archive.record_scores(node_id, {"heldout": judged.score}, status=None)
+                reused_tokens = reused()
                 self.events.emit(
                     "heldout",
                     node=node_id,
                     score=judged.score.to_json(),
-                    tokens=judged.tokens - (self.rt.reused_tokens() - reused),
-                    reused_tokens=self.rt.reused_tokens() - reused,
+                    tokens=judged.tokens - reused_tokens,
+                    reused_tokens=reused_tokens,
                 )
                 node = archive.get(node_id)
             rows.append(

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,10 +200,11 @@ class Runtime:
         if sync is not None:
             sync(self.weights.loaded, list(self.weights.base), self.gateway.run_exclusive)
 
-    def reused_tokens(self) -> int:
-        """Tokens answered so far with greedy replies the gateway kept: generated once, for an
-        earlier node, so a cost's `generated_tokens` leaves them out."""
-        return self.gateway.usage()["reused_tokens"]
+    def reused_since(self) -> Callable[[], int]:
+        """From now, a count of the tokens answered with greedy replies the gateway kept: they
+        were generated once, for an earlier node, so a cost's `generated_tokens` leaves them out."""
+        start = self.gateway.usage()["reused_tokens"]
+        return lambda: self.gateway.usage()["reused_tokens"] - start
 
     def write_checkpoint(self) -> Path:
         """The loaded weights' checkpoint, in a scratch file of the run (the archive copies it

@@ -34,7 +34,7 @@ def scaffold_edit(rt: Runtime, parent_id: str, iteration: int, rng: random.Rando
         sample = rng.sample(rt.tasks.train, min(rt.config.es.tasks_per_step, len(rt.tasks.train)))
         attempts = run_tasks(rt, parent_id, files, sample, f"look{iteration}").attempts
     edit = rt.config.edit
-    reused = rt.reused_tokens()  # improve's checks may be answered with the parent's replies
+    reused = rt.reused_since()  # improve's checks may be answered with the parent's replies
     proposal = propose(
         files,
         attempts,
@@ -56,7 +56,7 @@ def scaffold_edit(rt: Runtime, parent_id: str, iteration: int, rng: random.Rando
         changes=proposal.changes if proposal.ok else None,
         failure=proposal.failure,
         cost=Cost(
-            proposal.tokens - (rt.reused_tokens() - reused),
+            proposal.tokens - reused(),
             proposal.sandbox_s,
             time.time() - started,
         ),

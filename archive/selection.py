@@ -18,7 +18,7 @@ from itertools import accumulate
 from typing import Protocol
 
 from archive.fenwick import WeightTree
-from archive.index import CladeStats, SplitColumn
+from archive.index import CladeStats, LineageIndex, SplitColumn
 from archive.node import Node
 
 
@@ -128,6 +128,41 @@ class Candidates:
         if self._clade is None:
             raise ValueError("this pool has no lineage attached; HGM needs clade statistics")
         return self._clade(outcome)
+
+
+def eligible(
+    index: LineageIndex, split: str, gate: Gate | None, load: Callable[[str], Node]
+) -> Candidates:
+    """The nodes a parent may be drawn from: evaluated, scored on `split`, passing `gate`
+    (`load` reads a full Node by id, for a gate's predicate only)."""
+    column = index.column(split)
+
+    def clade(outcome: str) -> CladeStats:
+        return index.clade_stats(split, outcome)
+
+    if gate is None or gate.is_default():
+        return Candidates.from_column(column, clade)
+    entries = index.entries
+    if gate.predicate is None:  # thresholds only: no Node loads, one tight pass
+        lo = -math.inf if gate.min_score is None else gate.min_score
+        keep = [
+            i
+            for i, (a, seq) in enumerate(zip(column.scores, column.seqs, strict=True))
+            if a >= lo and entries[seq].scores[split][1] >= gate.min_n
+        ]
+    else:
+        keep = [
+            i
+            for i, seq in enumerate(column.seqs)
+            if gate.admits(entries[seq].scores[split], lambda s=seq: load(entries[s].id))
+        ]
+    return Candidates(
+        [column.ids[i] for i in keep],
+        [column.scores[i] for i in keep],
+        [column.children[i] for i in keep],
+        seqs=[column.seqs[i] for i in keep],
+        clade=clade,
+    )
 
 
 class Strategy(Protocol):

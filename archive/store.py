@@ -11,9 +11,6 @@ to an evaluation that takes minutes; bulk inserts are one transaction, so one fs
 
 from __future__ import annotations
 
-import fcntl
-import json
-import math
 import random
 import sqlite3
 import threading
@@ -23,16 +20,18 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from archive import rows
 from archive.blobs import BlobStore
 from archive.errors import (
     ArchiveError,
-    ArchiveLockedError,
     DuplicateNodeError,
     InvalidNodeError,
     NodeNotFoundError,
     NoEligibleNodeError,
 )
-from archive.index import CladeStats, Entry, LineageIndex, paused_gc
+from archive.index import Entry, load_index, paused_gc
+from archive.invariants import check_invariants
+from archive.locking import lock_run_dir
 from archive.node import (
     DEFAULT_OPERATOR,
     ROOT_OPERATOR,
@@ -48,18 +47,12 @@ from archive.node import (
 from archive.recovery import RecoveryReport, recover
 from archive.scaffolds import ScaffoldRepo
 from archive.schema import check_file, check_schema, create, is_empty, transaction
-from archive.selection import Candidates, Gate, Strategy, make_strategy
+from archive.selection import Candidates, Gate, Strategy, eligible, make_strategy
 
 DB_NAME = "archive.sqlite"
 GIT_NAME = "scaffolds.git"
 BLOBS_NAME = "blobs"
 LOCK_NAME = "archive.lock"
-
-_NODE_SELECT = (
-    "SELECT seq, id, operator, scaffold, status, failure_reason, base_model, base_hash, "
-    "es_record, generated_tokens, sandbox_s, wall_s, created_at, metadata, children, checkpoint "
-    "FROM nodes JOIN payloads ON payloads.node = nodes.seq"
-)
 
 
 class Archive:
@@ -97,7 +90,7 @@ class Archive:
         if readonly:
             self._open_readonly()
             return
-        self._lock = _lock(self.run_dir / LOCK_NAME, lock_timeout)
+        self._lock = lock_run_dir(self.run_dir / LOCK_NAME, lock_timeout)
         try:
             self._open(create, synchronous, verify)
         except BaseException:
@@ -141,7 +134,7 @@ class Archive:
         self.blobs = BlobStore(self.run_dir / BLOBS_NAME)
         unclean = db.execute("SELECT value FROM meta WHERE key = 'open'").fetchone()[0] == "1"
         refs = _Background(self.scaffolds.node_refs)  # git lists refs while we read the DB
-        self._index = _load_index(db)
+        self._index = load_index(db)
         with paused_gc():  # recovery compares 100k-entry dicts of ids, shas and refs
             self.recovery: RecoveryReport = recover(
                 db,
@@ -171,7 +164,7 @@ class Archive:
             check_schema(db, self.db_path)
             db.execute("PRAGMA query_only = ON")
             db.execute("BEGIN")
-            self._index = _load_index(db)
+            self._index = load_index(db)
             self.scaffolds = ScaffoldRepo(self.run_dir / GIT_NAME, readonly=True)
         except BaseException:
             db.close()
@@ -340,10 +333,12 @@ class Archive:
         )
         # 3. the row, edges, scores and children counts: one transaction
         try:
-            entries = self._insert(
+            entries = rows.insert_nodes(
+                self._db,
                 [spec],
                 {node_id: parent_seqs},
                 checkpoints={node_id} if checkpoint is not None else set(),
+                db_path=self.db_path,
             )
         except BaseException:
             if checkpoint is not None:
@@ -392,94 +387,18 @@ class Archive:
         missing = self.scaffolds.missing_commits(s for s in new_shas if s)
         if missing:
             raise InvalidNodeError(f"scaffold commits not in {GIT_NAME}: {sorted(missing)[:5]}")
-        entries = self._insert(specs, parents_of, checkpoints=set(), first_seq=batch_start)
+        entries = rows.insert_nodes(
+            self._db,
+            specs,
+            parents_of,
+            checkpoints=set(),
+            first_seq=batch_start,
+            db_path=self.db_path,
+        )
         for e in entries:
             self._index.add(e)
         self.scaffolds.set_refs(scaffold_of)
         return [s.id for s in specs]
-
-    def _insert(
-        self,
-        specs: Sequence[NewNode],
-        parents_of: Mapping[str, tuple[int, ...]],
-        *,
-        checkpoints: set[str],
-        first_seq: int | None = None,
-    ) -> list[Entry]:
-        """The one transaction behind every add: rows, edges, scores, children counts.
-
-        `first_seq` is the seq the caller numbered a batch from (parents inside the batch are
-        referred to by seq); it must still be next, which the single-writer lock guarantees.
-        """
-        now = time.time()
-        node_rows, payload_rows, edge_rows, score_rows = [], [], [], []
-        bumps: dict[int, int] = {}
-        entries = []
-        with transaction(self._db) as db:
-            seq = self._next_seq()
-            if first_seq is not None and seq != first_seq:
-                raise ArchiveError(f"{self.db_path}: written by another process during a batch")
-            for spec in specs:
-                cost = spec.cost or Cost()
-                node_rows.append(
-                    (
-                        seq,
-                        spec.id,
-                        str(spec.operator),
-                        spec.scaffold,
-                        str(spec.status),
-                        spec.failure_reason,
-                        spec.base_model,
-                        spec.base_hash,
-                        cost.generated_tokens,
-                        cost.sandbox_s,
-                        cost.wall_s,
-                        spec.created_at if spec.created_at is not None else now,
-                        spec.id if spec.id in checkpoints else None,
-                    )
-                )
-                payload_rows.append(
-                    (
-                        seq,
-                        _dumps(spec.es_record) if spec.es_record is not None else None,
-                        _dumps(spec.metadata or {}),
-                    )
-                )
-                parent_seqs = parents_of[spec.id]
-                edge_rows += [(seq, pos, p) for pos, p in enumerate(parent_seqs)]
-                for p in dict.fromkeys(parent_seqs):
-                    bumps[p] = bumps.get(p, 0) + 1
-                scores = spec.scores or {}
-                score_rows += [(seq, split, s.score, s.n) for split, s in scores.items()]
-                entries.append(
-                    Entry(
-                        seq,
-                        spec.id,
-                        parent_seqs,
-                        Status(spec.status),
-                        spec.scaffold or "",
-                        {k: (s.score, s.n) for k, s in scores.items()},
-                    )
-                )
-                seq += 1
-            db.executemany(
-                "INSERT INTO nodes (seq, id, operator, scaffold, status, failure_reason, "
-                "base_model, base_hash, generated_tokens, sandbox_s, wall_s, created_at, checkpoint) "
-                "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                node_rows,
-            )
-            db.executemany(
-                "INSERT INTO payloads (node, es_record, metadata) VALUES (?,?,?)", payload_rows
-            )
-            db.executemany("INSERT INTO edges (child, position, parent) VALUES (?,?,?)", edge_rows)
-            db.executemany(
-                "INSERT INTO scores (node, split, score, n) VALUES (?,?,?,?)", score_rows
-            )
-            db.executemany(
-                "UPDATE nodes SET children = children + ? WHERE seq = ?",
-                [(k, p) for p, k in bumps.items()],
-            )
-        return entries
 
     # ---- updating nodes ------------------------------------------------------------------
     def set_status(self, node_id: str, status: Status | str, reason: str | None = None) -> None:
@@ -487,11 +406,7 @@ class Archive:
         self._check_writable()
         status = check_status(status, reason)
         e = self._entry(node_id)
-        with transaction(self._db):
-            self._db.execute(
-                "UPDATE nodes SET status = ?, failure_reason = ? WHERE seq = ?",
-                (str(status), reason, e.seq),
-            )
+        rows.set_status(self._db, e.seq, status, reason)
         e.status = status
         self._index.changed(e)
 
@@ -519,18 +434,9 @@ class Archive:
                 n = n_old + s.n
                 s = Score((old * n_old + s.score * s.n) / n, n)
             merged[split] = (s.score, s.n)
-        with transaction(self._db) as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO scores (node, split, score, n) VALUES (?,?,?,?)",
-                [(e.seq, split, merged[split][0], merged[split][1]) for split in scores],
-            )
-            if status is not None:
-                db.execute(
-                    "UPDATE nodes SET status = ?, failure_reason = NULL WHERE seq = ?",
-                    (str(check_status(status, None)), e.seq),
-                )
-            if cost is not None:
-                _add_cost(db, e.seq, cost)
+        if status is not None:
+            status = check_status(status, None)
+        rows.store_scores(self._db, e.seq, {split: merged[split] for split in scores}, status, cost)
         e.scores = merged
         if status is not None:
             e.status = Status(status)
@@ -539,21 +445,13 @@ class Archive:
     def add_cost(self, node_id: str, cost: Cost) -> None:
         self._check_writable()
         e = self._entry(node_id)
-        with transaction(self._db) as db:
-            _add_cost(db, e.seq, cost)
+        rows.add_cost(self._db, e.seq, cost)
 
     def update_metadata(self, node_id: str, patch: Mapping[str, Any]) -> None:
         """Merge keys into the node's free metadata (diagnosis, proposal, diff stats...)."""
         self._check_writable()
         e = self._entry(node_id)
-        with transaction(self._db) as db:
-            (text,) = db.execute(
-                "SELECT metadata FROM payloads WHERE node = ?", (e.seq,)
-            ).fetchone()
-            db.execute(
-                "UPDATE payloads SET metadata = ? WHERE node = ?",
-                (_dumps({**json.loads(text), **patch}), e.seq),
-            )
+        rows.merge_metadata(self._db, e.seq, patch)
 
     # ---- reading -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -568,34 +466,14 @@ class Archive:
 
     def get(self, node_id: str) -> Node:
         e = self._entry(node_id)
-        row = self._db.execute(_NODE_SELECT + " WHERE seq = ?", (e.seq,)).fetchone()
-        return self._node(row, e)
+        row = self._db.execute(rows.NODE_SELECT + " WHERE seq = ?", (e.seq,)).fetchone()
+        return rows.node_from_row(row, e, self._index.entries)
 
     def nodes(self) -> Iterator[Node]:
         """Every node, oldest first (one query, streamed)."""
         entries = self._index.entries
-        for row in self._db.execute(_NODE_SELECT + " ORDER BY seq"):
-            yield self._node(row, entries[row[0]])
-
-    def _node(self, row: tuple[Any, ...], e: Entry) -> Node:
-        entries = self._index.entries
-        return Node(
-            id=row[1],
-            parent_ids=tuple(entries[p].id for p in e.parents),
-            operator=row[2],
-            scaffold=row[3],
-            status=Status(row[4]),
-            failure_reason=row[5],
-            base_model=row[6],
-            base_hash=row[7],
-            es_record=json.loads(row[8]) if row[8] is not None else None,
-            cost=Cost(row[9], row[10], row[11]),
-            created_at=row[12],
-            metadata=json.loads(row[13]),
-            children=row[14],
-            checkpoint=row[15],
-            scores={k: Score(s, n) for k, (s, n) in e.scores.items()},
-        )
+        for row in self._db.execute(rows.NODE_SELECT + " ORDER BY seq"):
+            yield rows.node_from_row(row, entries[row[0]], entries)
 
     def children_of(self, node_id: str) -> list[str]:
         entries = self._index.entries
@@ -608,74 +486,20 @@ class Archive:
     def weights_chain(self, node_id: str) -> WeightsChain:
         """Base model + ordered ES records along first parents: what replays the weights."""
         e = self._entry(node_id)
-        rows = self._db.execute(
-            """
-            WITH RECURSIVE chain(seq, depth) AS (
-                SELECT ?, 0
-                UNION ALL
-                SELECT edges.parent, chain.depth + 1 FROM edges
-                JOIN chain ON edges.child = chain.seq AND edges.position = 0
-            )
-            SELECT nodes.id, base_model, base_hash, es_record, checkpoint
-            FROM chain JOIN nodes ON nodes.seq = chain.seq
-            JOIN payloads ON payloads.node = chain.seq ORDER BY chain.depth DESC
-            """,
-            (e.seq,),
-        ).fetchall()
-        root_id, base_model, base_hash, _, _ = rows[0]
-        if not base_model or not base_hash:
-            raise ArchiveError(f"root {root_id!r} of {node_id!r} has no base model")
-        records: list[dict[str, Any]] = []
-        checkpoint, held = None, 0
-        for _, _, _, record, blob in rows:
-            if record is not None:
-                records.append(json.loads(record))
-            if blob is not None and records:
-                checkpoint, held = self.blobs.path_for(blob), len(records)
-        return WeightsChain(base_model, base_hash, records, checkpoint, held)
+        return rows.weights_chain(self._db, e.seq, node_id, self.blobs.path_for)
 
     def checkout(self, node_id: str, dest: str | Path) -> Path:
         """Write the node's scaffold files into `dest`."""
         return self.scaffolds.checkout(self._entry(node_id).scaffold, Path(dest))
 
     def checkpoint_path(self, node_id: str) -> Path | None:
-        (name,) = self._db.execute(
-            "SELECT checkpoint FROM nodes WHERE seq = ?", (self._entry(node_id).seq,)
-        ).fetchone()
+        name = rows.checkpoint_name(self._db, self._entry(node_id).seq)
         return self.blobs.path_for(name) if name else None
 
     # ---- selection -----------------------------------------------------------------------
     def eligible(self, split: str = "train", gate: Gate | None = None) -> Candidates:
         """The nodes a parent may be drawn from: evaluated, scored on `split`, passing `gate`."""
-        column = self._index.column(split)
-        index = self._index
-
-        def clade(outcome: str) -> CladeStats:
-            return index.clade_stats(split, outcome)
-
-        if gate is None or gate.is_default():
-            return Candidates.from_column(column, clade)
-        entries = index.entries
-        if gate.predicate is None:  # thresholds only: no Node loads, one tight pass
-            lo = -math.inf if gate.min_score is None else gate.min_score
-            keep = [
-                i
-                for i, (a, seq) in enumerate(zip(column.scores, column.seqs, strict=True))
-                if a >= lo and entries[seq].scores[split][1] >= gate.min_n
-            ]
-        else:
-            keep = [
-                i
-                for i, seq in enumerate(column.seqs)
-                if gate.admits(entries[seq].scores[split], lambda s=seq: self.get(entries[s].id))
-            ]
-        return Candidates(
-            [column.ids[i] for i in keep],
-            [column.scores[i] for i in keep],
-            [column.children[i] for i in keep],
-            seqs=[column.seqs[i] for i in keep],
-            clade=clade,
-        )
+        return eligible(self._index, split, gate, self.get)
 
     def select_parent(
         self,
@@ -703,49 +527,7 @@ class Archive:
     # ---- checks --------------------------------------------------------------------------
     def check_invariants(self) -> list[str]:
         """Every promise the archive makes, checked against disk; [] means consistent."""
-        db, problems = self._db, []
-        integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
-        if integrity != "ok":
-            problems.append(f"integrity_check: {integrity}")
-        count, distinct = db.execute("SELECT count(*), count(DISTINCT id) FROM nodes").fetchone()
-        if count != distinct:
-            problems.append(f"{count} rows but {distinct} distinct ids")
-        if count != len(self._index):
-            problems.append(f"{count} rows but {len(self._index)} indexed nodes")
-        dangling = db.execute(
-            "SELECT count(*) FROM edges LEFT JOIN nodes p ON p.seq = edges.parent "
-            "LEFT JOIN nodes c ON c.seq = edges.child WHERE p.seq IS NULL OR c.seq IS NULL"
-        ).fetchone()[0]
-        if dangling:
-            problems.append(f"{dangling} edges point at missing nodes")
-        wrong_children = db.execute(
-            "SELECT count(*) FROM nodes n WHERE n.children != "
-            "(SELECT count(DISTINCT child) FROM edges WHERE edges.parent = n.seq)"
-        ).fetchone()[0]
-        if wrong_children:
-            problems.append(f"{wrong_children} nodes have a wrong children count")
-        payloads = db.execute("SELECT count(*) FROM payloads").fetchone()[0]
-        if payloads != count:
-            problems.append(f"{count} nodes but {payloads} payload rows")
-        orphan_scores = db.execute(
-            "SELECT count(*) FROM scores LEFT JOIN nodes ON nodes.seq = scores.node "
-            "WHERE nodes.seq IS NULL"
-        ).fetchone()[0]
-        if orphan_scores:
-            problems.append(f"{orphan_scores} scores belong to no node")
-        rows = dict(db.execute("SELECT id, scaffold FROM nodes"))
-        missing = self.scaffolds.missing_commits(rows.values())
-        if missing:
-            problems.append(f"{len(missing)} scaffold commits missing: {sorted(missing)[:3]}")
-        refs = self.scaffolds.node_refs()
-        if set(refs) - set(rows):
-            problems.append(f"refs without a node: {sorted(set(refs) - set(rows))[:5]}")
-        if set(rows) - set(refs):
-            problems.append(f"nodes without a ref: {sorted(set(rows) - set(refs))[:5]}")
-        wrong = [i for i, sha in rows.items() if i in refs and refs[i] != sha]
-        if wrong:
-            problems.append(f"refs pointing at the wrong commit: {wrong[:5]}")
-        return problems
+        return check_invariants(self._db, len(self._index), self.scaffolds)
 
     def size_bytes(self) -> int:
         """Bytes on disk of the whole run directory (database, WAL, git, blobs)."""
@@ -772,7 +554,7 @@ class Archive:
         return self._index.entries[self._seq(node_id)]
 
     def _next_seq(self) -> int:
-        return self._db.execute("SELECT coalesce(max(seq), 0) + 1 FROM nodes").fetchone()[0]
+        return rows.next_seq(self._db)
 
 
 class _Background:
@@ -795,80 +577,6 @@ class _Background:
         if self._error is not None:
             raise self._error
         return self._value
-
-
-def _lock(path: Path, timeout: float) -> Any:
-    """Exclusive flock on the run directory: one writer, or refs and seqs would race."""
-    f = open(path, "a+")  # noqa: SIM115 - held open for the archive's lifetime
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            return f
-        except BlockingIOError:
-            if time.monotonic() >= deadline:
-                f.close()
-                raise ArchiveLockedError(
-                    f"{path}: run directory is open in another process"
-                ) from None
-            time.sleep(0.02)
-
-
-def _load_index(db: sqlite3.Connection) -> LineageIndex:
-    """Rebuild the in-memory index with three scans of small tables.
-
-    The cyclic GC is paused meanwhile: 300k new containers would trigger hundreds of
-    collections that find nothing to free (measured: ~30% of the load time).
-    """
-    with paused_gc():
-        return _read_index(db)
-
-
-def _read_index(db: sqlite3.Connection) -> LineageIndex:
-    parents: dict[int, list[int]] = {}
-    for child, parent in db.execute("SELECT child, parent FROM edges ORDER BY child, position"):
-        ps = parents.get(child)
-        if ps is None:
-            parents[child] = [parent]
-        else:
-            ps.append(parent)
-    scores: dict[int, dict[str, tuple[float, int]]] = {}
-    for node, split, score, n in db.execute("SELECT node, split, score, n FROM scores"):
-        per_node = scores.get(node)
-        if per_node is None:
-            scores[node] = {split: (score, n)}
-        else:
-            per_node[split] = (score, n)
-    index = LineageIndex()
-    entries, by_id = index.entries, index.by_id
-    statuses = {s.value: s for s in Status}
-    rows = db.execute("SELECT seq, id, status, scaffold FROM nodes ORDER BY seq").fetchall()
-    for seq, node_id, status, scaffold in rows:
-        ps = parents.get(seq)
-        e = Entry(seq, node_id, tuple(ps) if ps else (), statuses[status], scaffold)
-        if seq in scores:
-            e.scores = scores[seq]
-        entries[seq] = e
-        by_id[node_id] = seq
-        if ps:
-            if len(ps) == 1:
-                entries[ps[0]].children.append(seq)
-            else:
-                for p in dict.fromkeys(ps):
-                    entries[p].children.append(seq)
-    return index
-
-
-def _add_cost(db: sqlite3.Connection, seq: int, cost: Cost) -> None:
-    db.execute(
-        "UPDATE nodes SET generated_tokens = generated_tokens + ?, sandbox_s = sandbox_s + ?, "
-        "wall_s = wall_s + ? WHERE seq = ?",
-        (cost.generated_tokens, cost.sandbox_s, cost.wall_s, seq),
-    )
-
-
-def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def _new_id() -> str:

@@ -21,6 +21,7 @@ from archive import (
     NodeNotFoundError,
     Score,
     Status,
+    rows,
 )
 from archive.scaffolds import REF_PREFIX
 
@@ -285,7 +286,7 @@ def test_failure_between_commit_and_row_leaves_node_absent(
     def die(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt("killed between the commit and the row")
 
-    monkeypatch.setattr(Archive, "_insert", die)
+    monkeypatch.setattr(rows, "insert_nodes", die)
     with pytest.raises(KeyboardInterrupt):
         archive.add_child(
             root.id, "scaffold_edit", files={"a.py": "1"}, node_id="lost", checkpoint=b"c"

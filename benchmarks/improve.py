@@ -9,8 +9,8 @@ base node's held-out score is the baseline. Held-out tasks are never used for se
 
 Figures: base_heldout, best_heldout_es, best_heldout_edit, best_heldout_both, each gain with its
 paired interval and McNemar p (best minus base, task by task), the joint run's best against
-each single-operator run's best on the same held-out tasks, and each run's time split (wall
-seconds by phase, from its event log).
+each single-operator run's best on the same held-out tasks, each run's time split (wall
+seconds by phase, from its event log) and what each operator's children came to (`outcomes_*`).
 """
 
 from __future__ import annotations
@@ -100,6 +100,17 @@ def heldout_of(run_dir: Path) -> tuple[Node, Node]:
         return archive.get(ROOT_ID), archive.get(best_id)
 
 
+def outcomes_of(run_dir: Path) -> dict[str, dict[str, object]]:
+    """Each operator's yield: children made, failed (by reason), judged on dev, above parent."""
+    from agent.loop.config import load_saved
+    from agent.loop.outcomes import operator_outcomes
+
+    alpha = load_saved(run_dir).selection.frontier_alpha
+    with Archive(run_dir, readonly=True) as archive:
+        nodes = list(archive.nodes())
+    return {op: row.to_json() for op, row in operator_outcomes(nodes, alpha).items()}
+
+
 def paired(a: Node, b: Node) -> PairedDifference | None:
     """b minus a on the held-out tasks both were judged on."""
     mine, theirs = results(b, "heldout"), results(a, "heldout")
@@ -152,6 +163,7 @@ def main() -> None:
             figures[f"gain_{mode}"] = gain.diff
             figures[f"gain_{mode}_paired"] = gain.to_json()
         rows.append((mode, best.id, score(base), score(best), gain))
+        figures[f"outcomes_{mode}"] = outcomes_of(run_dir)
         split = time_split(list(read_events(run_dir / "events.jsonl")))
         figures[f"time_split_{mode}"] = split
         total = sum(split.values()) or 1.0

@@ -164,6 +164,7 @@ def status(
         table.add_row(op, *(str(counts.get((op, s), 0)) for s in statuses))
     out.print(table)
     out.print(nodes_table(nodes))
+    out.print(outcomes_table(nodes, cfg.selection.frontier_alpha))
     out.print(f"best by dev (the frontier): {best_id}", highlight=False)
     for step in steps:
         out.print(f"  {step.node} beat {step.against} on dev: {step.difference.describe()}")
@@ -188,6 +189,34 @@ def status(
 
 NODES_SHOWN = 40  # the newest; `lineage graph` draws them all
 SPLITS = ("train", "dev", "heldout")  # n per split is in the "best score per split" table
+
+
+def outcomes_table(nodes: list, alpha: float) -> Table:
+    """What each operator's children came to: failed (and why), stopped at stage 1, judged on
+    dev, above their parent there, and above it with the frontier's paired significance."""
+    from agent.loop.outcomes import operator_outcomes
+
+    table = Table(title="children by operator (each against its parent)")
+    for col in ("operator", "made", "failed", "pending", "stage 1 only", "on dev", "above parent"):
+        table.add_column(col, justify="left" if col == "operator" else "right")
+    table.add_column(f"significant (p<={alpha:g})", justify="right")
+    table.add_column("mean dev change", justify="right")
+    table.add_column("why they failed", overflow="fold")
+    for op, row in operator_outcomes(nodes, alpha).items():
+        mean = row.mean_dev_change
+        table.add_row(
+            op,
+            str(row.made),
+            str(row.failed),
+            str(row.pending),
+            str(row.stopped_at_stage1),
+            str(row.judged_on_dev),
+            str(row.above_parent),
+            str(row.significant),
+            "-" if mean is None else f"{mean:+.3f}",
+            ", ".join(f"{k} x{v}" for k, v in row.reasons.most_common(4)),
+        )
+    return table
 
 
 def nodes_table(nodes: list) -> Table:

@@ -62,10 +62,15 @@ def frontier(archive: Archive, alpha: float = 0.05, split: str = "dev") -> tuple
                 current = node
             continue
         diff = paired_on_shared(theirs, mine)
-        if diff.n and diff.diff > 0 and diff.p_greater <= alpha:
+        if is_gain(diff, alpha):
             steps.append(Step(node.id, current.id, diff))
             current = node
     return current.id, steps
+
+
+def is_gain(diff: PairedDifference, alpha: float) -> bool:
+    """The claim the frontier makes: higher on the shared tasks, one-sided McNemar p <= alpha."""
+    return bool(diff.n and diff.diff > 0 and diff.p_greater <= alpha)
 
 
 def evaluated_order(node: Node) -> tuple[float, str]:

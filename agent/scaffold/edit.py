@@ -21,6 +21,7 @@ from agent.scaffold.repo import Files, apply_changes
 from agent.scaffold.solving import Attempt
 from agent.scaffold.syntax import syntax_problem
 from archive.paths import MAX_SCAFFOLD_BYTES, path_problem, size_problem, tree_problem
+from evaluators.task import Task
 from sandbox.job import JobRunner, Limits, Status
 
 # Paths whose edits are allowed but flagged in the node's metadata: the agent's own tests, and
@@ -36,6 +37,9 @@ class EditConfig(BaseModel):
       in the sandbox (the seed's improve makes a call per solve of each candidate it checks).
     - `failures_shown`: failed train tasks the problem statement carries: the diagnosed one and
       others, so `improve` can check a change on more than one task's examples.
+    - `solved_shown`: train tasks the parent solves, listed after the failures under
+      `SOLVED_HEADING`, so `improve` can also check that a change keeps them solved (a change
+      judged on failures alone can trade solved tasks for lucky draws on failed ones).
     - `diagnosis_tokens`: the diagnosis reply's length; `selftest_wall_s`: the child's own tests.
     """
 
@@ -45,6 +49,7 @@ class EditConfig(BaseModel):
     improve_tokens: int = Field(4096, ge=1)
     improve_calls: int = Field(64, ge=1)
     failures_shown: int = Field(4, ge=1)
+    solved_shown: int = Field(0, ge=0)
     diagnosis_tokens: int = Field(256, ge=1)
     selftest_wall_s: float = Field(120.0, gt=0)
 
@@ -110,24 +115,29 @@ def diagnosis_messages(files: Mapping[str, str], failure: Attempt) -> list[dict[
     ]
 
 
-def task_block(failure: Attempt) -> str:
-    return (
-        f"Task prompt:\n```python\n{failure.task.prompt}```\n"
-        f"Entry point: {failure.task.entry_point}\n"
-    )
+def task_block(task: Task) -> str:
+    return f"Task prompt:\n```python\n{task.prompt}```\nEntry point: {task.entry_point}\n"
 
 
-def problem_statement(failures: Sequence[Attempt], diagnosis: str) -> str:
+SOLVED_HEADING = "Tasks the agent solves today (a change should keep them solved):"
+
+
+def problem_statement(
+    failures: Sequence[Attempt], diagnosis: str, solved: Sequence[Task] = ()
+) -> str:
     """What `improve` is given: the diagnosed failed task whole (prompt, entry point), the
     agent's answer, the result and the diagnosis, then the other failed tasks (prompt and entry
-    point), so the agent can try a change on several tasks' examples, not one."""
+    point), so the agent can try a change on several tasks' examples, not one; last, under
+    `SOLVED_HEADING`, any solved tasks shown (`[edit] solved_shown`)."""
     failure, others = failures[0], failures[1:]
     also = "".join(
-        f"The agent also failed task {other.task.task_id}.\n{task_block(other)}" for other in others
+        f"The agent also failed task {other.task.task_id}.\n{task_block(other.task)}"
+        for other in others
     )
+    kept = "".join(f"Solved task {t.task_id}.\n{task_block(t)}" for t in solved)
     return (
         f"The agent failed task {failure.task.task_id}.\n"
-        f"{task_block(failure)}"
+        f"{task_block(failure.task)}"
         f"The agent's answer:\n```python\n"
         f"{failure.program[:SHOWN_PROGRAM_CHARS] or '(none)'}```\n"
         f"Result: {result_of(failure)}\n"
@@ -135,6 +145,7 @@ def problem_statement(failures: Sequence[Attempt], diagnosis: str) -> str:
         f"{also}"
         "Change the agent so that it solves tasks like these. Keep `solve(task, llm)` and "
         "`improve(workspace, problem_statement, llm)` working, and keep the tests passing."
+        + (f"\n{SOLVED_HEADING}\n{kept}" if kept else "")
     )
 
 
@@ -199,10 +210,12 @@ def propose(
     label: str = "edit",
     *,
     proposer: ExternalEndpoint | None = None,
+    solved: Sequence[Task] = (),
 ) -> Proposal:
     """Diagnose one failure and let the scaffold's own `improve` fix it; validated, not stored.
     `proposer`: None = the node's own policy through the gateway; an `ExternalEndpoint` = any
-    OpenAI-compatible server (vLLM serve, llama.cpp, a hosted API) for diagnosis and improve."""
+    OpenAI-compatible server (vLLM serve, llama.cpp, a hosted API) for diagnosis and improve.
+    `solved`: train tasks the parent solves, shown to `improve` after the failures."""
     rng = rng or random.Random(0)
     proposal = Proposal()
     failures = pick_failures(attempts, rng, config.failures_shown)
@@ -233,7 +246,7 @@ def propose(
     if not proposal.diagnosis:
         proposal.failure = "diagnosis: the model's reply was empty"
         return proposal
-    proposal.problem_statement = problem_statement(failures, proposal.diagnosis)
+    proposal.problem_statement = problem_statement(failures, proposal.diagnosis, solved)
 
     token = gateway.open_session(
         f"{label}:improve",

@@ -7,11 +7,13 @@ import random
 import time
 
 from agent.loop.evaluation import attempts_from_notes, run_tasks, scaffold_files
+from agent.loop.frontier import results
 from agent.loop.operators.registry import Child, register_operator
 from agent.loop.runtime import Runtime
 from agent.scaffold.edit import propose
-from archive import Cost
+from archive import Cost, Node
 from archive.drawing.view import OperatorStyle
+from evaluators.task import Task
 
 
 @register_operator(
@@ -34,6 +36,7 @@ def scaffold_edit(rt: Runtime, parent_id: str, iteration: int, rng: random.Rando
         sample = rng.sample(rt.tasks.train, min(rt.config.es.tasks_per_step, len(rt.tasks.train)))
         attempts = run_tasks(rt, parent_id, files, sample, f"look{iteration}").attempts
     edit = rt.config.edit
+    solved = solved_tasks(parent, by_id, edit.solved_shown, rng)
     reused = rt.reused_since()  # improve's checks may be answered with the parent's replies
     proposal = propose(
         files,
@@ -44,6 +47,7 @@ def scaffold_edit(rt: Runtime, parent_id: str, iteration: int, rng: random.Rando
         rng,
         f"edit{iteration}",
         proposer=rt.proposer,
+        solved=solved,
     )
     metadata = {
         "diagnosis": proposal.diagnosis,
@@ -62,3 +66,14 @@ def scaffold_edit(rt: Runtime, parent_id: str, iteration: int, rng: random.Rando
         ),
         metadata=metadata,
     )
+
+
+def solved_tasks(
+    parent: Node, train: dict[str, Task], count: int, rng: random.Random
+) -> list[Task]:
+    """Up to `count` train tasks the parent passed (its stored train results), drawn at random:
+    only train tasks, so no dev or held-out task ever reaches `improve`."""
+    if count <= 0:
+        return []
+    passed = sorted(t for t, ok in results(parent, "train").items() if ok and t in train)
+    return [train[t] for t in rng.sample(passed, min(count, len(passed)))]

@@ -9,12 +9,14 @@ range).
 The problem statement carries several failed tasks; those whose visible examples (the `>>>`
 lines of a prompt) today's knobs get wrong are the ones a knob can be judged on, and every
 proposal is tried on all of them by running `solve` with the new knobs (in parallel child
-processes, so the gateway decodes them together). The proposal that passes most examples in all
-is written into settings.py, one line per knob, comments kept. When no proposal parses, when
-today's knobs already pass every example shown, or when no proposal does better than them,
-nothing changes (the loop then records an empty edit): a child costs a whole dev evaluation,
-and a change the examples cannot tell apart from today's (ten identical greedy samples, say) is
-not worth one.
+processes, so the gateway decodes them together). When the statement also lists tasks the agent
+solves today (after SOLVED_MARK), each proposal is tried on those too, so a change that fixes a
+failure by luck (a sampled answer) but breaks solved tasks loses what it breaks. The proposal
+that passes most examples in all is written into settings.py, one line per knob, comments kept.
+When no proposal parses, when today's knobs already pass every example shown, or when no
+proposal does better than them, nothing changes (the loop then records an empty edit): a child
+costs a whole dev evaluation, and a change the examples cannot tell apart from today's (ten
+identical greedy samples, say) is not worth one.
 """
 
 import ast
@@ -41,6 +43,8 @@ MAX_STR_KNOB = 32
 MAX_NOTE_CHARS = 120  # of a knob's comment, as the proposer is shown it
 NEIGHBOURS = 4  # one-knob changes drawn without the model, tried beside its proposals
 CHECK_TASKS = 3  # failed tasks (of those whose examples fail today) each proposal is tried on
+GUARD_TASKS = 2  # solved tasks (those the host lists after SOLVED_MARK) a proposal must keep
+SOLVED_MARK = "Tasks the agent solves today"
 PARALLEL_CHECKS = 4  # solves run at once while checking (each its own child process)
 CHECK_TIMEOUT_S = 240.0  # one check's solve; past it the check counts as no example passed
 
@@ -52,8 +56,10 @@ def improve(workspace, problem_statement, llm):
     with open(path) as f:
         source = f.read()
     knobs = read_knobs(source)
-    tasks = [t for t in tasks_of(problem_statement) if doc_examples(t["prompt"])]
-    replies = ask_for_proposals(knobs, problem_statement, llm)
+    failed_part, _, solved_part = problem_statement.partition(SOLVED_MARK)
+    tasks = [t for t in tasks_of(failed_part) if doc_examples(t["prompt"])]
+    solved = [t for t in tasks_of(solved_part) if doc_examples(t["prompt"])][:GUARD_TASKS]
+    replies = ask_for_proposals(knobs, failed_part, llm)
     proposed = [p for p in (parse_proposal(r, knobs) for r in replies) if p]
     rng = random.Random(problem_statement)  # the same failure draws the same neighbours
     proposals = unique(proposed + neighbours(knobs, rng, NEIGHBOURS))
@@ -63,14 +69,19 @@ def improve(workspace, problem_statement, llm):
     best = proposals[0]  # the greedy reply's, unless a check says otherwise
     judged = "unchecked (no task with a visible example)"
     if tasks:
-        today = check_all([(task, {}) for task in tasks], llm)
-        failing = [(t, s) for t, s in zip(tasks, today, strict=True) if s < 1.0][:CHECK_TASKS]
+        today = check_all([(task, {}) for task in tasks + solved], llm)
+        failing = [(t, s) for t, s in zip(tasks, today[: len(tasks)], strict=True) if s < 1.0]
+        failing = failing[:CHECK_TASKS]
         if not failing:
             return f"{tried}: today's settings pass the examples of all {len(tasks)} tasks shown"
-        scores = check_all([(t, p) for p in proposals for t, _ in failing], llm)
-        totals = [sum(scores[i : i + len(failing)]) for i in range(0, len(scores), len(failing))]
-        base = sum(s for _, s in failing)
-        judged = f"on the examples of {len(failing)} failing tasks: today {base:.2f}"
+        # solved tasks whose examples pass today: a proposal that breaks one loses its points
+        kept = [(t, s) for t, s in zip(solved, today[len(tasks) :], strict=True) if s >= 1.0]
+        checked = failing + kept
+        scores = check_all([(t, p) for p in proposals for t, _ in checked], llm)
+        totals = [sum(scores[i : i + len(checked)]) for i in range(0, len(scores), len(checked))]
+        base = sum(s for _, s in checked)
+        solved_too = f" and {len(kept)} solved" if kept else ""
+        judged = f"on the examples of {len(failing)} failing{solved_too} tasks: today {base:.2f}"
         if max(totals) <= base:
             return f"{tried}; {judged}, best proposal {max(totals):.2f}: kept today's"
         best = proposals[totals.index(max(totals))]  # ties keep the earlier proposal

@@ -161,3 +161,35 @@ def test_improve_steps_to_a_neighbour_when_the_model_proposes_nothing():
         with knobs_set(**GREEDY):
             improve(folder, no_example, ScriptedModel(["no settings to offer"] * 4))
         assert settings_file.read_text() == before
+
+
+def test_improve_does_not_trade_a_solved_task_for_a_lucky_draw():
+    if not HAS_RETRY or not hasattr(settings, "TEMPERATURE"):
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        settings_file = Path(folder) / "scaffold" / "settings.py"
+        settings_file.parent.mkdir()
+        source = "RETRY_SAMPLES = 0\nTEMPERATURE = 0.0\n"
+        failed = (
+            f"The agent failed task t.\nTask prompt:\n```python\n{PROMPT}```\nEntry point: add\n"
+        )
+        solved_today = PROMPT.replace("    3\n", "    -1\n")  # the greedy WRONG passes it
+        solved = (
+            "Tasks the agent solves today (a change should keep them solved):\n"
+            f"Solved task s.\nTask prompt:\n```python\n{solved_today}```\nEntry point: add\n"
+        )
+        proposals = ["TEMPERATURE = 0.8", "RETRY_SAMPLES = 2", "RETRY_SAMPLES = 2"]
+        with knobs_set(**GREEDY):
+            settings_file.write_text(source)
+            note = improve(folder, failed, ScriptedModel(proposals))
+            # judged on the failure alone, sampling every answer fixes it as well as a retry
+            # does, and the model's first proposal wins the tie
+            assert "TEMPERATURE = 0.8\n" in settings_file.read_text(), note
+            settings_file.write_text(source)
+            note = improve(folder, failed + solved, ScriptedModel(proposals))
+            # a sampled answer breaks the solved task's example; a retry (only when the
+            # examples fail) keeps it
+            assert settings_file.read_text() == source.replace(
+                "RETRY_SAMPLES = 0", "RETRY_SAMPLES = 2"
+            )
+            assert "on the examples of 1 failing and 1 solved tasks" in note, note

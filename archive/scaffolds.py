@@ -260,19 +260,25 @@ class ScaffoldRepo:
         dest.mkdir(parents=True, exist_ok=True)
         if any(dest.iterdir()):
             raise ArchiveError(f"{dest}: not empty; a checkout writes into an empty folder")
-        entries = self.tree_entries(commit)
-        self.check_tree(entries, f"commit {commit}")
-        blobs = self._blobs(e.sha for e in entries.values())
+        files = self.read_tree(commit)
         try:
-            for path, e in sorted(entries.items()):
+            for path, content in files.items():
                 target = dest.joinpath(*path.split("/"))
                 target.parent.mkdir(parents=True, exist_ok=True)
                 flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
                 with os.fdopen(os.open(target, flags, 0o644), "wb") as f:
-                    f.write(blobs[e.sha])
+                    f.write(content)
         except OSError as exc:
             raise ArchiveError(f"{dest}: checkout of {commit} failed: {exc}") from None
         return dest
+
+    def read_tree(self, commit: str) -> dict[str, bytes]:
+        """A scaffold commit's files in memory, by path (sorted), checked by the scaffold
+        policy as a checkout is: two git calls, nothing written."""
+        entries = self.tree_entries(commit)
+        self.check_tree(entries, f"commit {commit}")
+        blobs = self._blobs(e.sha for e in entries.values())
+        return {path: blobs[e.sha] for path, e in sorted(entries.items())}
 
     def read_file(self, commit: str, path: str) -> bytes:
         proc = subprocess.run(

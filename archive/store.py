@@ -28,6 +28,7 @@ from archive.errors import (
     InvalidNodeError,
     NodeNotFoundError,
     NoEligibleNodeError,
+    UnsafeScaffoldError,
 )
 from archive.index import Entry, load_index, paused_gc
 from archive.invariants import check_invariants
@@ -491,6 +492,18 @@ class Archive:
     def checkout(self, node_id: str, dest: str | Path) -> Path:
         """Write the node's scaffold files into `dest`."""
         return self.scaffolds.checkout(self._entry(node_id).scaffold, Path(dest))
+
+    def scaffold_files(self, node_id: str) -> dict[str, str]:
+        """The node's scaffold as text by path, read from git in memory (what evaluation and
+        the operators hand the sandbox); a file that is not UTF-8 cannot be a scaffold's."""
+        sha = self._entry(node_id).scaffold
+        files = {}
+        for path, content in self.scaffolds.read_tree(sha).items():
+            try:
+                files[path] = content.decode("utf-8")
+            except UnicodeDecodeError:
+                raise UnsafeScaffoldError(f"commit {sha}: path {path!a}: not UTF-8 text") from None
+        return files
 
     def checkpoint_path(self, node_id: str) -> Path | None:
         name = rows.checkpoint_name(self._db, self._entry(node_id).seq)

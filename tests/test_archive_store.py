@@ -21,6 +21,7 @@ from archive import (
     NodeNotFoundError,
     Score,
     Status,
+    UnsafeScaffoldError,
     rows,
 )
 from archive.scaffolds import REF_PREFIX
@@ -376,3 +377,24 @@ def test_missing_scaffold_repository_is_an_error_not_a_reset(run_dir: Path) -> N
     with pytest.raises(ArchiveError, match="scaffolds.git: missing"):
         Archive(run_dir)
     assert not (run_dir / "scaffolds.git").exists()
+
+
+def test_scaffold_files_read_in_memory_equal_a_checkout(run_dir: Path, tmp_path: Path) -> None:
+    from agent.scaffold.repo import read_files
+
+    with Archive(run_dir) as archive:
+        root = archive.add_root(
+            "m", "h", files={"a.py": "é = 1\n", "pkg/b.py": "x\r\ny\n", "README.md": ""}
+        )
+        child = archive.add_child(root.id, "scaffold_edit", files={"a.py": None, "c.txt": "c"})
+        for node in (root.id, child.id):
+            archive.checkout(node, tmp_path / node)
+            assert archive.scaffold_files(node) == read_files(tmp_path / node)
+        assert archive.scaffold_files(child.id) == {
+            "README.md": "",
+            "c.txt": "c",
+            "pkg/b.py": "x\r\ny\n",
+        }
+        binary = archive.add_child(root.id, "scaffold_edit", files={"a.py": b"\xff\xfe"})
+        with pytest.raises(UnsafeScaffoldError, match="not UTF-8"):
+            archive.scaffold_files(binary.id)

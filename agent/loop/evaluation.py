@@ -3,18 +3,16 @@ for a child that is not clearly worse than its parent (DGM's staged evaluation).
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from agent.gateway import Budget
 from agent.loop.frontier import RESULTS_KEY
 from agent.loop.runtime import Runtime
 from agent.scaffold.llm_client import LLM, LLMError
-from agent.scaffold.repo import Files, read_files
+from agent.scaffold.repo import Files
 from agent.scaffold.solving import Attempt, Scoring, solve
 from archive import Archive, Cost, Score
 from evaluators.task import Task
@@ -24,9 +22,7 @@ FAILURES_KEPT = 8  # failed attempts kept in a node's metadata, for later self-e
 
 
 def scaffold_files(archive: Archive, node_id: str) -> Files:
-    with tempfile.TemporaryDirectory(prefix="lineage-scaffold-") as tmp:
-        archive.checkout(node_id, tmp)
-        return read_files(Path(tmp))
+    return archive.scaffold_files(node_id)
 
 
 class InfraError(RuntimeError):

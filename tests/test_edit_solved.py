@@ -13,10 +13,9 @@ from agent.loop.config import ConfigError, from_dict
 from agent.loop.frontier import RESULTS_KEY
 from agent.loop.operators.scaffold_edit import solved_tasks
 from agent.scaffold.edit import SOLVED_HEADING, problem_statement
-from agent.scaffold.solving import Attempt
+from agent.scaffold.failures import TaskFailure
 from archive import Archive, Score
 from evaluators.task import Task
-from sandbox.job import Status, Verdict
 
 SEED_IMPROVE = Path(__file__).parents[1] / "agent/scaffold/seed/scaffold/improve.py"
 
@@ -27,8 +26,8 @@ def task(i: int) -> Task:
     )
 
 
-def failed(t: Task) -> Attempt:
-    return Attempt(t, -1, "def f(x):\n    return 0\n", None, Verdict(Status.FAILED, detail="no"))
+def failed(t: Task) -> TaskFailure:
+    return TaskFailure(t, "def f(x):\n    return 0\n", "no")
 
 
 def test_the_statement_lists_solved_tasks_last_under_the_heading():

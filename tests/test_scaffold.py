@@ -18,7 +18,7 @@ import torch
 from agent.gateway import Budget, ExternalEndpoint, Gateway, GatewayConfig
 from agent.policy.tiny import TinyModelConfig, tiny_model
 from agent.policy.transformers_backend import TransformersBackend
-from agent.scaffold import solving
+from agent.scaffold import failures, solving
 from agent.scaffold.edit import (
     DEFAULT_EDIT,
     EditConfig,
@@ -365,7 +365,9 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     solutions = {t.prompt: t.reference for t in tasks if t.reference}
     scripted = ScriptedEndpoint("It stopped too early. Sample more.", NEW_KNOBS, solutions)
     try:
-        proposal = propose(seed, failed, agent_pool, gateway, proposer=scripted.endpoint)
+        proposal = propose(
+            seed, failures.failed(failed), agent_pool, gateway, proposer=scripted.endpoint
+        )
     finally:
         scripted.close()
     assert proposal.ok, proposal.failure
@@ -442,7 +444,9 @@ def test_a_broken_edit_becomes_a_failure_not_an_exception(
     agent = {**seed, "scaffold/improve.py": REWRITING_IMPROVE.format(text=text)}
     scripted = ScriptedEndpoint("Rewrite scaffold/text.py.", "unused")
     try:
-        proposal = propose(agent, failed, agent_pool, gateway, proposer=scripted.endpoint)
+        proposal = propose(
+            agent, failures.failed(failed), agent_pool, gateway, proposer=scripted.endpoint
+        )
     finally:
         scripted.close()
     assert not proposal.ok
@@ -469,7 +473,7 @@ def test_the_real_small_model_runs_the_whole_edit_path(sandbox_image, tasks, sco
                 ).attempts
                 assert all(a.error is None for a in attempts)
                 edit = EditConfig(improve_tokens=256, diagnosis_tokens=96, improve_wall_s=240)
-                proposal = propose(seed_files(), attempts, pool, g, edit)
+                proposal = propose(seed_files(), failures.failed(attempts), pool, g, edit)
     finally:
         torch.set_num_threads(threads)
     assert proposal.tokens > 0
@@ -486,5 +490,5 @@ def test_a_proposer_without_its_api_key_is_a_failure_not_an_exception(gateway, t
         "http://127.0.0.1:9/v1", "m", api_key_env="LINEAGE_TEST_MISSING_KEY"
     )
     failed = [solving.Attempt(tasks[0], -1, "x", None, Verdict(Status.FAILED, detail="wrong"))]
-    proposal = propose(seed_files(), failed, None, gateway, proposer=endpoint)
+    proposal = propose(seed_files(), failures.failed(failed), None, gateway, proposer=endpoint)
     assert not proposal.ok and "LINEAGE_TEST_MISSING_KEY" in proposal.failure

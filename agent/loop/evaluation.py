@@ -11,6 +11,7 @@ from typing import Any
 from agent.gateway import Budget
 from agent.loop.frontier import RESULTS_KEY
 from agent.loop.runtime import Runtime
+from agent.scaffold.failures import notes_of
 from agent.scaffold.llm_client import LLM, LLMError
 from agent.scaffold.repo import Files
 from agent.scaffold.solving import Attempt, Scoring, solve
@@ -154,7 +155,7 @@ def evaluate(rt: Runtime, node_id: str, parent_train: float | None) -> Evaluatio
     stage1 = run_tasks(rt, node_id, files, rt.tasks.stage1, "train")
     scores = {"train": stage1.score}
     tokens, sandbox_s = stage1.tokens, stage1.sandbox_s
-    metadata: dict[str, Any] = {"failures": failure_notes(stage1.attempts)}
+    metadata: dict[str, Any] = {"failures": notes_of(stage1.attempts, FAILURES_KEPT)}
     outcomes = {"train": stage1.outcomes.to_json()}
     per_task = {"train": stage1.per_task}
     margin = rt.config.tasks.stage1_margin
@@ -173,31 +174,3 @@ def evaluate(rt: Runtime, node_id: str, parent_train: float | None) -> Evaluatio
     reused_tokens = reused()  # of the `tokens` the agents got
     cost = Cost(tokens - reused_tokens, sandbox_s, time.time() - started)
     return Evaluation(scores, cost, metadata, reused_tokens)
-
-
-def failure_notes(attempts: list[Attempt]) -> list[dict[str, str]]:
-    notes = []
-    for a in attempts:
-        if a.passed:
-            continue
-        notes.append(
-            {
-                "task_id": a.task.task_id,
-                "program": a.program[:4000],
-                "detail": (a.verdict.detail if a.verdict else a.error or "")[:500],
-            }
-        )
-    return notes[:FAILURES_KEPT]
-
-
-def attempts_from_notes(notes: list[dict[str, str]], tasks: dict[str, Task]) -> list[Attempt]:
-    """Failed attempts rebuilt from a node's metadata (the input of a self-edit)."""
-    from sandbox.job import Verdict
-
-    out = []
-    for n in notes:
-        task = tasks.get(n.get("task_id", ""))
-        if task is not None:
-            verdict = Verdict(Status.FAILED, detail=n.get("detail", ""))
-            out.append(Attempt(task, -1, n.get("program", ""), None, verdict))
-    return out

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.gateway import Budget, ExternalEndpoint, Gateway
+from agent.scaffold.failures import TaskFailure
 from agent.scaffold.jobs import IMPROVE_NOTE_CHARS, PROTECTED_PATHS, improve_job, selftest_job
 from agent.scaffold.llm_client import LLM, LLMError
 from agent.scaffold.repo import Files, apply_changes
-from agent.scaffold.solving import Attempt
 from agent.scaffold.syntax import syntax_problem
 from archive.paths import MAX_SCAFFOLD_BYTES, path_problem, size_problem, tree_problem
 from evaluators.task import Task
@@ -76,9 +76,10 @@ class Proposal:
         return self.failure is None
 
 
-def pick_failures(attempts: Sequence[Attempt], rng: random.Random, count: int) -> list[Attempt]:
-    """Up to `count` failed attempts in a random order; the first is the one diagnosed."""
-    failed = [a for a in attempts if a.verdict is not None and not a.verdict.passed]
+def pick_failures(
+    failed: Sequence[TaskFailure], rng: random.Random, count: int
+) -> list[TaskFailure]:
+    """Up to `count` failures in a random order; the first is the one diagnosed."""
     return rng.sample(failed, min(count, len(failed)))
 
 
@@ -86,12 +87,7 @@ SETTINGS_FILE = "scaffold/settings.py"  # the seed's knobs; shown when the scaff
 SHOWN_PROGRAM_CHARS = 3000
 
 
-def result_of(failure: Attempt) -> str:
-    detail = failure.verdict.detail if failure.verdict else ""
-    return (detail or failure.error or "failed")[:500]
-
-
-def diagnosis_messages(files: Mapping[str, str], failure: Attempt) -> list[dict[str, str]]:
+def diagnosis_messages(files: Mapping[str, str], failure: TaskFailure) -> list[dict[str, str]]:
     """The failure as the model sees it: the agent's README and knobs, the task (its visible
     examples included), the agent's answer and how the tests judged it."""
     readme = files.get("README.md", "")
@@ -109,7 +105,7 @@ def diagnosis_messages(files: Mapping[str, str], failure: Attempt) -> list[dict[
             f"Task:\n```python\n{failure.task.prompt}```\n\n"
             f"The agent's answer:\n```python\n"
             f"{failure.program[:SHOWN_PROGRAM_CHARS] or '(none)'}```\n\n"
-            f"Result: {result_of(failure)}\n\n"
+            f"Result: {failure.result}\n\n"
             "Why did it fail, and what change to the agent's files would fix it?",
         },
     ]
@@ -123,7 +119,7 @@ SOLVED_HEADING = "Tasks the agent solves today (a change should keep them solved
 
 
 def problem_statement(
-    failures: Sequence[Attempt], diagnosis: str, solved: Sequence[Task] = ()
+    failures: Sequence[TaskFailure], diagnosis: str, solved: Sequence[Task] = ()
 ) -> str:
     """What `improve` is given: the diagnosed failed task whole (prompt, entry point), the
     agent's answer, the result and the diagnosis, then the other failed tasks (prompt and entry
@@ -140,7 +136,7 @@ def problem_statement(
         f"{task_block(failure.task)}"
         f"The agent's answer:\n```python\n"
         f"{failure.program[:SHOWN_PROGRAM_CHARS] or '(none)'}```\n"
-        f"Result: {result_of(failure)}\n"
+        f"Result: {failure.result}\n"
         f"Diagnosis: {diagnosis.strip()}\n"
         f"{also}"
         "Change the agent so that it solves tasks like these. Keep `solve(task, llm)` and "
@@ -202,7 +198,7 @@ def check_changes(
 
 def propose(
     files: Files,
-    attempts: Sequence[Attempt],
+    failed: Sequence[TaskFailure],
     agent_pool: JobRunner,
     gateway: Gateway,
     config: EditConfig = DEFAULT_EDIT,
@@ -218,7 +214,7 @@ def propose(
     `solved`: train tasks the parent solves, shown to `improve` after the failures."""
     rng = rng or random.Random(0)
     proposal = Proposal()
-    failures = pick_failures(attempts, rng, config.failures_shown)
+    failures = pick_failures(failed, rng, config.failures_shown)
     if not failures:
         proposal.failure = "no failed task to learn from"
         return proposal

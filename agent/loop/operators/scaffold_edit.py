@@ -6,11 +6,12 @@ from __future__ import annotations
 import random
 import time
 
-from agent.loop.evaluation import attempts_from_notes, run_tasks, scaffold_files
+from agent.loop.evaluation import run_tasks, scaffold_files
 from agent.loop.frontier import results
 from agent.loop.operators.registry import Child, register_operator
 from agent.loop.runtime import Runtime
 from agent.scaffold.edit import propose
+from agent.scaffold.failures import failed, from_notes
 from archive import Cost, Node
 from archive.drawing.view import OperatorStyle
 from evaluators.task import Task
@@ -31,16 +32,16 @@ def scaffold_edit(rt: Runtime, parent_id: str, iteration: int, rng: random.Rando
     rt.set_weights(rt.archive.weights_chain(parent_id))
     files = scaffold_files(rt.archive, parent_id)
     by_id = {t.task_id: t for t in rt.tasks.train}
-    attempts = attempts_from_notes(parent.metadata.get("failures", []), by_id)
-    if not attempts:  # nothing recorded: look for failures now, on a train minibatch
+    failures = from_notes(parent.metadata.get("failures", []), by_id)
+    if not failures:  # nothing recorded: look for failures now, on a train minibatch
         sample = rng.sample(rt.tasks.train, min(rt.config.es.tasks_per_step, len(rt.tasks.train)))
-        attempts = run_tasks(rt, parent_id, files, sample, f"look{iteration}").attempts
+        failures = failed(run_tasks(rt, parent_id, files, sample, f"look{iteration}").attempts)
     edit = rt.config.edit
     solved = solved_tasks(parent, by_id, edit.solved_shown, rng)
     reused = rt.reused_since()  # improve's checks may be answered with the parent's replies
     proposal = propose(
         files,
-        attempts,
+        failures,
         rt.agent_pool,
         rt.gateway,
         edit,

@@ -15,6 +15,8 @@ from agent.es.chain_replayer import ChainReplayer
 from agent.es.config import DEFAULT_TARGETS, EsConfig
 from agent.loop import policy as loop_policy
 from agent.loop.config import ConfigError, from_dict
+from agent.policy import backends
+from agent.policy.backends import lora_rank
 from agent.policy.cpu_bind import cpu_binding
 from agent.policy.tiny import tiny_model
 from agent.policy.transformers_backend import TransformersBackend
@@ -43,11 +45,12 @@ def test_auto_without_vllm_falls_back_saying_why(tiny_dir, monkeypatch, caplog) 
 
 
 def test_auto_falls_back_when_the_engine_does_not_start(tiny_dir, monkeypatch, caplog) -> None:
-    def broken(config):
+    def broken(spec):
         raise RuntimeError("no AVX-512 here")
 
-    monkeypatch.setattr(loop_policy, "vllm_unusable", lambda config: None)
-    monkeypatch.setattr(loop_policy, "open_vllm", broken)
+    monkeypatch.setitem(
+        backends._BACKENDS, "vllm", backends.Registered("vllm", broken, lambda s: None)
+    )
     with caplog.at_level(logging.WARNING):
         opened = loop_policy.open_policy(config(tiny_dir))
     assert opened.kind == "transformers"
@@ -121,9 +124,9 @@ def test_cpu_binding_environment() -> None:
 
 
 def test_lora_rank_holds_the_es_rank() -> None:
-    assert [loop_policy.lora_rank(r) for r in (1, 2, 8, 9)] == [1, 8, 8, 16]
+    assert [lora_rank(r) for r in (1, 2, 8, 9)] == [1, 8, 8, 16]
     with pytest.raises(ValueError, match="largest LoRA rank"):
-        loop_policy.lora_rank(1000)
+        lora_rank(1000)
 
 
 class FakeEngine:

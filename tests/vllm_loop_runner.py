@@ -1,8 +1,8 @@
 """The loop's vLLM path end to end on SmolLM2-135M, in its own process (vLLM spawns its engine and
 binds CPU threads); tests/test_vllm_loop.py asserts on the JSON it writes.
 
-One engine as `lineage run` builds it (`agent.loop.policy.open_vllm`: LoRA slots, the worker
-extension) behind a real `Gateway`, called over its Unix socket by the agents' own client:
+One engine as `lineage run` builds it (`build_backend("vllm", backend_spec(...))`: LoRA slots,
+the worker extension) behind a real `Gateway`, called over its Unix socket by the agents' own client:
 
 - weights: greedy rows of the base; an ES step (ask, tell) on the host master, pushed into the
   engine; the same node exported as `lineage export` does (replayed anew on a fresh copy of the
@@ -203,7 +203,7 @@ def population(policy, gateway) -> dict:
 def raw_engine(folder: Path) -> list[str]:
     """The exported node (`folder/model`) on an engine of its own, with the loop engine's
     settings (also `python tests/vllm_loop_runner.py --raw FOLDER OUT.json`)."""
-    from agent.loop.policy import lora_rank
+    from agent.policy.backends import lora_rank
     from agent.policy.vllm_backend import VllmBackend, VllmBackendConfig
 
     config = run_config()
@@ -225,11 +225,12 @@ def raw_engine(folder: Path) -> list[str]:
 
 def main(out_path: str) -> None:
     from agent.gateway import Gateway, GatewayConfig, tokenizer_chat_template
-    from agent.loop.policy import open_vllm
+    from agent.loop.policy import backend_spec
+    from agent.policy.backends import build_backend
 
     folder = Path(tempfile.mkdtemp(prefix="vllm-loop-"))
     started = time.perf_counter()
-    policy = open_vllm(run_config())
+    policy = build_backend("vllm", backend_spec(run_config())).generator
     out: dict = {"engine_start_s": time.perf_counter() - started}
     try:
         with Gateway(

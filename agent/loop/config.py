@@ -23,6 +23,7 @@ from pydantic import (
 
 from agent.es.config import EsConfig
 from agent.gateway.config import GatewayConfig
+from agent.policy.backends import registered
 from agent.policy.cpu_bind import cpu_binding
 from agent.policy.served_model import ServedModelConfig
 from agent.scaffold.edit import EditConfig
@@ -45,13 +46,14 @@ class ModelSection(Section):
     """The policy model and the engine that generates with it (agent/loop/policy.py).
 
     `backend`: "auto" takes vLLM where it is installed and its engine starts (else transformers,
-    saying why in one line), "vllm" insists on it, "transformers" is the reference backend.
+    saying why in one line), "vllm" insists on it, "transformers" is the reference backend; any
+    other name registered in agent/policy/backends.py is built as registered.
     `cpu_bind` (vLLM on a CPU): the cores of the engine's threads, see `VllmBackendConfig`.
     `threads`: the transformers backend's torch threads (0 = one per core).
     """
 
     name: str = "default"  # registry name, HF id or local folder
-    backend: Literal["auto", "vllm", "transformers"] = "auto"
+    backend: str = "auto"  # or a name registered in agent/policy/backends.py
     device: str = "auto"
     dtype: str = "auto"
     threads: int = Field(0, ge=0)
@@ -61,6 +63,13 @@ class ModelSection(Section):
     @classmethod
     def _bind(cls, value: str) -> str:
         cpu_binding(value)  # a ValueError names the accepted forms
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        if value != "auto":
+            registered(value)  # a ValueError names the registered backends
         return value
 
 

@@ -66,14 +66,12 @@ def cpu_vllm_environment() -> None:
 
 
 def load_policy(model: str, backend: str):
+    """The backend for generation only, built as `lineage eval --backend` builds it."""
+    from agent.commands.eval import load_backend
+
     if backend == "vllm":
         cpu_vllm_environment()
-        from agent.policy.vllm_backend import VllmBackend, VllmBackendConfig
-
-        return VllmBackend.from_config(VllmBackendConfig(model=model))
-    from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
-
-    return TransformersBackend.from_config(TransformersBackendConfig(model=model))
+    return load_backend(backend, model, "auto", 0)
 
 
 def run_cells(args: argparse.Namespace) -> None:
@@ -139,7 +137,9 @@ def main() -> None:
     parser.add_argument("--models", default="default,coder-1.5b")
     parser.add_argument("--protocols", default=",".join(PROTOCOLS))
     parser.add_argument("--benchmarks", default=",".join(BENCHMARKS))
-    parser.add_argument("--backend", default="vllm", choices=("vllm", "transformers"))
+    from agent.policy.backends import backend_names
+
+    parser.add_argument("--backend", default="vllm", choices=backend_names())
     parser.add_argument("--check-transformers", action="store_true")
     parser.add_argument("--limit", type=int, default=0, help="first N tasks of each (0: all)")
     parser.add_argument("--batch-size", type=int, default=32, help="transformers rows at once")

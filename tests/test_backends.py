@@ -59,9 +59,29 @@ def test_a_backend_that_cannot_serve_says_why_and_builds_nothing(echo) -> None:
     with pytest.raises(ValueError, match='backend = "echo": serves CPUs only'):
         loop_policy.open_policy(config)
     assert echo == []
-    on_ray = from_dict({"model": {"backend": "echo"}, "executor": "ray"}, "run.toml")
-    with pytest.raises(ValueError, match="Ray replicas build transformers or vllm"):
-        loop_policy.open_policy(on_ray)
+
+
+def test_ray_replicas_build_a_registered_backend_through_the_registry(echo, tiny_dir) -> None:
+    from agent.policy.transformers_backend import TransformersBackend
+    from agent.scale.backend_source import RegisteredSource, load_source
+
+    class EchoWithModel(EchoBackend):  # a replica's backend must show ES its `.model`
+        model = None
+
+        def generate(self, prompts, config):  # pragma: no cover - never asked here
+            raise AssertionError
+
+    backends._BACKENDS["echo"] = backends.Registered(
+        "echo", lambda spec: BuiltBackend(EchoWithModel(spec), None), lambda spec: None
+    )
+    on_ray = from_dict(
+        {"model": {"name": str(tiny_dir), "backend": "echo"}, "executor": "ray"}, "run.toml"
+    )
+    opened = loop_policy.open_policy(on_ray)  # nothing is built here but the host copy
+    assert opened.kind == "echo" and isinstance(opened.host, TransformersBackend)
+    assert opened.replica_source == RegisteredSource("echo", loop_policy.backend_spec(on_ray))
+    built = load_source(opened.replica_source)  # what each replica runs where it is placed
+    assert isinstance(built, EchoWithModel) and built.spec.model == str(tiny_dir)
 
 
 def test_names_are_checked_where_they_are_read(echo) -> None:

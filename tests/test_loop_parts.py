@@ -312,7 +312,6 @@ def tied_step_runtime(monkeypatch, verdicts_of, skip_tied: bool = True):
             return PopulationVerdicts(verdicts_of(population.size, tasks), 10, 0.1, 0.1)
 
     monkeypatch.setattr(es_step_module, "ScaffoldEvaluator", Judge)
-    monkeypatch.setattr(es_step_module, "scaffold_files", lambda *_: {})
     config = from_dict(
         {
             "es": {
@@ -328,7 +327,9 @@ def tied_step_runtime(monkeypatch, verdicts_of, skip_tied: bool = True):
     rt = SimpleNamespace(
         config=config,
         weights=weights,
-        archive=SimpleNamespace(weights_chain=lambda _id: WeightsChain("m", "h", [])),
+        archive=SimpleNamespace(
+            weights_chain=lambda _id: WeightsChain("m", "h", []), scaffold_files=lambda _id: {}
+        ),
         set_weights=lambda chain: set_calls.append(len(chain.records)),
         weights_name=WeightsName(),
         tasks=SimpleNamespace(train=[SimpleNamespace(task_id=f"t{i}") for i in range(4)]),

@@ -60,7 +60,7 @@ def test_auto_falls_back_when_the_engine_does_not_start(tiny_dir, monkeypatch, c
 
 
 def test_on_ray_the_replicas_build_the_engine(tiny_dir, caplog) -> None:
-    from agent.scale.backend_source import VllmSource
+    from agent.scale.backend_source import RegisteredSource
 
     def on_ray(backend: str):
         cfg = {"model": {"name": str(tiny_dir), "backend": backend}, "executor": "ray"}
@@ -69,7 +69,8 @@ def test_on_ray_the_replicas_build_the_engine(tiny_dir, caplog) -> None:
     with caplog.at_level(logging.WARNING):
         auto = on_ray("auto")
     assert auto.kind == "transformers"
-    assert auto.replica_source == loop_policy.transformers_config(config(tiny_dir))
+    spec = loop_policy.backend_spec(config(tiny_dir))
+    assert auto.replica_source == RegisteredSource("transformers", spec)
     assert "vLLM replicas are built only when asked for" in caplog.text
     if importlib.util.find_spec("vllm") is None:
         with pytest.raises(ValueError, match='backend = "vllm": is not installed'):
@@ -77,8 +78,7 @@ def test_on_ray_the_replicas_build_the_engine(tiny_dir, caplog) -> None:
         return
     asked = on_ray("vllm")  # nothing starts here: each replica builds its engine
     assert asked.kind == "vllm"
-    assert isinstance(asked.replica_source, VllmSource)
-    assert asked.replica_source.config.model == str(tiny_dir)
+    assert asked.replica_source == RegisteredSource("vllm", spec)
     assert asked.host is asked.generator and isinstance(asked.host, TransformersBackend)
 
 

@@ -1,5 +1,5 @@
 """vLLM on Ray replicas (`[model] backend = "vllm"`, `executor = "ray"`): a replica builds its own
-engine and host copy (`VllmSource`), replays ES records itself and pushes the result into its
+engine and host copy (`RegisteredSource`: the backend registry's vllm builder), replays ES records itself and pushes the result into its
 engine; its greedy rows of a node equal the node's export on an engine of its own, and a
 population given as seeds runs as LoRA adapters. SmolLM2-135M on one real `ray start` node."""
 
@@ -20,13 +20,13 @@ from vllm_loop_runner import MAX_TOKENS, PROMPTS, run_config  # noqa: E402
 
 from agent.es.chain_replayer import ChainReplayer  # noqa: E402
 from agent.es.config import DEFAULT_TARGETS, EsConfig  # noqa: E402
-from agent.loop.policy import engine_config  # noqa: E402
+from agent.loop.policy import backend_spec  # noqa: E402
 from agent.policy.backend import GenerationConfig  # noqa: E402
 from agent.policy.transformers_backend import (  # noqa: E402
     TransformersBackend,
     TransformersBackendConfig,
 )
-from agent.scale.backend_source import VllmSource  # noqa: E402
+from agent.scale.backend_source import RegisteredSource  # noqa: E402
 from agent.scale.local_cluster import LocalRayCluster  # noqa: E402
 from agent.scale.ray_policy import RayPolicy  # noqa: E402
 
@@ -71,7 +71,7 @@ def test_a_vllm_replica_generates_the_nodes_export(tmp_path) -> None:
     expected = json.loads((tmp_path / "raw.json").read_text())
 
     greedy = GenerationConfig(max_new_tokens=MAX_TOKENS, batch_size=len(PROMPTS))
-    source = VllmSource(engine_config(config))
+    source = RegisteredSource("vllm", backend_spec(config))
     with (
         LocalRayCluster(nodes=1, cpus_per_node=2, object_store_mb=100) as cluster,
         RayPolicy(source, replicas=1, address=cluster.address, cpus_per_replica=1) as policy,

@@ -12,7 +12,7 @@ import pytest
 
 from agent.es import EggRoll, EsConfig
 from agent.loop.config import from_dict
-from agent.loop.evaluation import evaluate, run_tasks, scaffold_files
+from agent.loop.evaluation import evaluate, run_tasks
 from agent.loop.frontier import ROOT_ID
 from agent.loop.runtime import Runtime, model_hash
 from agent.policy.tiny import tiny_model
@@ -47,7 +47,7 @@ def test_judging_a_node_again_reuses_its_replies_and_other_weights_generate(tiny
         rt.archive.add_root(
             config.model.name, model_hash(rt.backend), files=seed_files(), node_id=ROOT_ID
         )
-        files = scaffold_files(rt.archive, ROOT_ID)
+        files = rt.archive.scaffold_files(ROOT_ID)
         first = run_tasks(rt, ROOT_ID, files, rt.tasks.stage1, "train")
         generated = rt.gateway.usage()["tokens"]
         assert generated > 0 and rt.gateway.usage()["reused_calls"] == 0

@@ -15,15 +15,11 @@ from agent.scaffold.failures import notes_of
 from agent.scaffold.llm_client import LLM, LLMError
 from agent.scaffold.repo import Files
 from agent.scaffold.solving import Attempt, Scoring, solve
-from archive import Archive, Cost, Score
+from archive import Cost, Score
 from evaluators.task import Task
 from sandbox.job import Status
 
 FAILURES_KEPT = 8  # failed attempts kept in a node's metadata, for later self-edits
-
-
-def scaffold_files(archive: Archive, node_id: str) -> Files:
-    return archive.scaffold_files(node_id)
 
 
 class InfraError(RuntimeError):
@@ -150,7 +146,7 @@ class Evaluation:
 
 def evaluate(rt: Runtime, node_id: str, parent_train: float | None) -> Evaluation:
     started = time.time()
-    files = scaffold_files(rt.archive, node_id)
+    files = rt.archive.scaffold_files(node_id)
     reused = rt.reused_since()
     stage1 = run_tasks(rt, node_id, files, rt.tasks.stage1, "train")
     scores = {"train": stage1.score}

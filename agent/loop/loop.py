@@ -27,7 +27,6 @@ from agent.loop.evaluation import (
     NoProgram,
     evaluate,
     run_tasks,
-    scaffold_files,
 )
 from agent.loop.events import EventLog
 from agent.loop.frontier import HELDOUT_KEY, ROOT_ID, frontier, results
@@ -455,7 +454,7 @@ class Loop:
             node = archive.get(node_id)
             if "heldout" not in node.scores and node.status is Status.EVALUATED:
                 self._phase(f"held-out: {node_id}")
-                files = scaffold_files(archive, node_id)
+                files = archive.scaffold_files(node_id)
                 reused = self.rt.reused_since()
                 judged = run_tasks(self.rt, node_id, files, self.rt.tasks.heldout, "heldout")
                 archive.update_metadata(node_id, {HELDOUT_KEY: judged.per_task})

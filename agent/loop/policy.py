@@ -7,9 +7,10 @@
 - `auto` (the default): vLLM if it imports and its engine starts here, else transformers, with
   one line saying why. Naming a backend (vllm, or any other registered) fails instead of falling
   back.
-- With `executor = "ray"` the replicas generate, each building its own engine and host copy
-  (`agent.scale.backend_source.VllmSource`) and pushing the replayed weights into it; `auto`
-  keeps transformers replicas there (whether the nodes can run vLLM cannot be told from here).
+- With `executor = "ray"` the replicas generate, each building the named backend through the
+  same registry (`agent.scale.backend_source.RegisteredSource`: for vllm its own engine and host
+  copy, the replayed weights pushed into it); `auto` keeps transformers replicas there (whether
+  the nodes can run vLLM cannot be told from here).
 
 The engine is built for the run (`agent.policy.backends.vllm_config`): LoRA slots for a whole
 population only when the run makes ES steps, rank as ES's, and the model's own context length.
@@ -42,7 +43,7 @@ class OpenedPolicy:
     host: TransformersBackend | None  # its `.model` is what ES moves (None: the generator's)
     kind: str  # "vllm" or "transformers"
     fallback: str | None = None  # why `auto` did not get vLLM
-    replica_source: object = None  # executor = "ray": a BackendSource
+    replica_source: object = None  # executor = "ray": a RegisteredSource
 
     def __post_init__(self) -> None:
         if self.host is None:
@@ -100,35 +101,26 @@ def opened(kind: str, built: BuiltBackend, fallback: str | None = None) -> Opene
 
 
 def ray_policy(config: RunConfig) -> OpenedPolicy:
-    """On Ray the replicas generate (`replica_source` is what each one builds); this process
-    keeps a host copy for ES. vLLM replicas only when asked for: whether the cluster's nodes can
-    run vLLM is not something this machine can tell."""
-    from agent.scale.backend_source import VllmSource
+    """On Ray the replicas generate, each building the registered backend where it runs
+    (`replica_source`); this process keeps a host copy for ES. `auto` means transformers replicas:
+    whether the cluster's nodes can run vLLM is not something this machine can tell."""
+    from agent.scale.backend_source import RegisteredSource
 
-    m = config.model
-    if m.backend not in ("auto", "transformers", "vllm"):
-        raise ValueError(
-            f'[model] backend = "{m.backend}": Ray replicas build transformers or vllm'
-        )
-    if m.backend == "vllm":
-        why = unusable("vllm", replace(backend_spec(config), device="auto"))  # not this machine's
-        if why is not None:
-            raise ValueError(f'[model] backend = "vllm": {why}')
-        host = TransformersBackend.from_config(
-            TransformersBackendConfig(model=m.name, device="cpu", dtype=m.dtype)
-        )
-        return OpenedPolicy(host, host, "vllm", replica_source=VllmSource(engine_config(config)))
-    source = transformers_config(config)
-    if m.backend == "auto":
+    name, spec = config.model.backend, backend_spec(config)
+    if name == "auto":
         why = 'replicas are built only when asked for ([model] backend = "vllm")'
         log.warning("generating with the transformers backend on Ray: vLLM %s", why)
-    return OpenedPolicy(
-        TransformersBackend.from_config(source), None, "transformers", replica_source=source
-    )
-
-
-def transformers_config(config: RunConfig) -> TransformersBackendConfig:
+        name = "transformers"
+    elif name != "transformers":
+        why = unusable(name, replace(spec, device="auto"))  # the replicas' machines, not this one
+        if why is not None:
+            raise ValueError(f'[model] backend = "{name}": {why}')
+    source = RegisteredSource(name, spec)
+    if name == "transformers":  # the host copy is the reference backend itself
+        built = build_backend(name, spec)
+        return OpenedPolicy(built.generator, built.host, name, replica_source=source)
     m = config.model
-    return TransformersBackendConfig(
-        model=m.name, device=m.device, dtype=m.dtype, threads=m.threads
+    host = TransformersBackend.from_config(
+        TransformersBackendConfig(model=m.name, device="cpu", dtype=m.dtype)
     )
+    return OpenedPolicy(host, host, name, replica_source=source)

@@ -1,6 +1,8 @@
 """Where a policy replica gets its model: a `TransformersBackendConfig`, or any picklable
-zero-argument factory returning a backend with a `.model` ES sets (`TransformersBackend`; tests
-use `TinyBackendFactory`), such as `VllmSource` (a vLLM engine and its host copy, `VllmPolicy`).
+zero-argument factory returning a backend with a `.model` ES sets, such as `RegisteredSource` (a
+backend registered in agent/policy/backends.py, built through the same `build_backend` as a local
+run: `TransformersBackend`, or a vLLM engine with its host copy, `VllmPolicy`) or, in tests,
+`TinyBackendFactory`.
 
 A factory, not a model, crosses the network: each replica loads its own copy where it runs.
 """
@@ -12,10 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Union
 
 if TYPE_CHECKING:
+    from agent.policy.backends import BackendSpec
     from agent.policy.tiny import TinyModelConfig
     from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
-    from agent.policy.vllm_backend import VllmBackendConfig
-    from agent.policy.vllm_policy import VllmPolicy
 
 BackendSource = Union["TransformersBackendConfig", Callable[[], "TransformersBackend"]]
 
@@ -34,18 +35,20 @@ class TinyBackendFactory:
 
 
 @dataclass(frozen=True)
-class VllmSource:
-    """A vLLM engine of `config` with its host-side copy of the model, built where it runs."""
+class RegisteredSource:
+    """Backend `name` of the registry built for `spec` where it runs (the replica's process
+    imports the registry, so a plug-in must register on import, as the built-in ones do)."""
 
-    config: VllmBackendConfig
+    name: str
+    spec: BackendSpec
 
-    def __call__(self) -> VllmPolicy:
-        from agent.policy.vllm_policy import VllmPolicy
+    def __call__(self):
+        from agent.policy.backends import build_backend
 
-        return VllmPolicy.from_config(self.config)
+        return build_backend(self.name, self.spec).generator
 
 
-def build_backend(source: BackendSource) -> TransformersBackend:
+def load_source(source: BackendSource) -> TransformersBackend:
     """Load the model a source describes, here (on whichever machine calls this)."""
     from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
 

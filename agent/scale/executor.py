@@ -73,10 +73,10 @@ class LocalExecutor:
         return SandboxPool(self.sandbox_config, image=self.image)
 
     def policy(self, source: BackendSource) -> ChainPolicy:
-        from agent.scale.backend_source import build_backend
+        from agent.scale.backend_source import load_source
         from agent.scale.local_policy import LocalPolicy
 
-        return LocalPolicy(build_backend(source))
+        return LocalPolicy(load_source(source))
 
 
 @dataclass(frozen=True)

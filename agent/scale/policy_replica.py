@@ -8,7 +8,7 @@ from typing import Any
 
 from agent.es.checkpoint import Checkpoint
 from agent.policy.backend import Generation, GenerationConfig
-from agent.scale.backend_source import BackendSource, build_backend
+from agent.scale.backend_source import BackendSource, load_source
 from agent.scale.local_policy import LocalPolicy, PopulationLike
 
 
@@ -19,7 +19,7 @@ class PolicyReplica:
         import ray
 
         self.node_id = ray.get_runtime_context().get_node_id()
-        self.policy = LocalPolicy(build_backend(source))
+        self.policy = LocalPolicy(load_source(source))
 
     def ready(self) -> str:
         return self.node_id

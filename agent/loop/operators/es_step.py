@@ -12,7 +12,6 @@ from pathlib import Path
 
 from agent.es.eggroll import Population
 from agent.es.trainer import EsTrainer, EsTrainerConfig, PopulationVerdicts
-from agent.loop.evaluation import scaffold_files
 from agent.loop.operators.registry import Child, register_operator
 from agent.loop.runtime import Runtime
 from agent.scaffold.solving import Scoring, solve
@@ -86,7 +85,7 @@ def es_step(rt: Runtime, parent_id: str, iteration: int, rng: random.Random | No
     started = time.time()
     chain = rt.archive.weights_chain(parent_id)
     rt.set_weights(chain)
-    files = scaffold_files(rt.archive, parent_id)
+    files = rt.archive.scaffold_files(parent_id)
     es_config = rt.config.es.es_config(rt.config.seed)
     es = rt.weights.strategy(es_config, step=iteration)  # moves the chain's own master
     trainer = EsTrainer(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 
-from agent.loop.evaluation import run_tasks, scaffold_files
+from agent.loop.evaluation import run_tasks
 from agent.loop.frontier import results
 from agent.loop.operators.registry import Child, register_operator
 from agent.loop.runtime import Runtime
@@ -30,7 +30,7 @@ def scaffold_edit(rt: Runtime, parent_id: str, iteration: int, rng: random.Rando
     started = time.time()
     parent = rt.archive.get(parent_id)
     rt.set_weights(rt.archive.weights_chain(parent_id))
-    files = scaffold_files(rt.archive, parent_id)
+    files = rt.archive.scaffold_files(parent_id)
     by_id = {t.task_id: t for t in rt.tasks.train}
     failures = from_notes(parent.metadata.get("failures", []), by_id)
     if not failures:  # nothing recorded: look for failures now, on a train minibatch

@@ -535,7 +535,7 @@ def test_external_sessions_are_forwarded_with_budgets_and_transcripts(
     with Gateway(recording, GatewayConfig(batch_window_s=0.0)) as gateway:
         token = gateway.open_session("ext", Budget(tokens=30), external=endpoint)
         llm = LLM(gateway.socket_path, token)
-        assert llm.models() == ["remote-coder"]
+        assert llm.models() == ["remote-coder", "lineage-policy"]  # the proposer first
         texts = llm.complete("def f():", max_tokens=100, n=2, stop=["\n"], seed=3, temperature=0.5)
         reply = llm.chat([{"role": "user", "content": "hi"}], max_tokens=100)
         with pytest.raises(LLMBudgetExhausted):
@@ -560,6 +560,27 @@ def test_external_sessions_are_forwarded_with_budgets_and_transcripts(
     assert record.tokens_used == 14 + 7  # the remote's usage
     assert record.exhausted and [c.texts for c in record.calls[:2]] == [texts, reply]
     assert recording.calls == []  # nothing touched the local model
+
+
+def test_an_external_session_reaches_the_policy_by_naming_it(
+    recording: RecordingBackend, backend: TransformersBackend, fake_openai: str
+) -> None:
+    """An edit's `improve` writes proposals with the proposer and checks them on the policy the
+    child runs with: a call naming the policy is served here, under the same session's budget."""
+    endpoint = ExternalEndpoint(fake_openai, "remote-coder")
+    with Gateway(recording, GatewayConfig(batch_window_s=0.0)) as gateway:
+        token = gateway.open_session("ext", Budget(tokens=40), external=endpoint)
+        llm = LLM(gateway.socket_path, token)
+        policy = llm.using(llm.models()[-1])
+        local = policy.complete("def add(a, b):", max_tokens=8)
+        answer = policy.last_usage
+        remote = llm.using("anything-else").complete("def f():", max_tokens=8)
+        record = gateway.close_session(token)
+    assert local == direct(backend, ["def add(a, b):"], 8)
+    assert len(recording.calls) == 1 and remote == ["remote 0"]
+    (seen,) = FakeOpenAI.seen  # only the call that did not name the policy went out
+    assert seen["body"]["model"] == "remote-coder" and seen["body"]["prompt"] == "def f():"
+    assert record.tokens_used == answer["completion_tokens"] + 7  # one budget for both
 
 
 def test_external_failures_are_clear(

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from agent.gateway import Budget, ExternalEndpoint, Gateway, GatewayConfig
+from agent.policy.backend import Generation
 from agent.policy.tiny import TinyModelConfig, tiny_model
 from agent.policy.transformers_backend import TransformersBackend
 from agent.scaffold import failures, solving
@@ -42,15 +43,11 @@ NEW_KNOBS = "SAMPLES = 2\nTEMPERATURE = 0.7\n"
 
 
 class ScriptedEndpoint:
-    """A fake OpenAI-compatible server: a diagnosis for review prompts, a fixed file otherwise;
-    a sampled completion of a prompt in `solutions` (as the seed's solve asks in completion
-    mode) gets that prompt's continuation."""
+    """A fake OpenAI-compatible server (the proposer): a diagnosis for review prompts, a fixed
+    file otherwise; a completion (which a proposer should never be asked) gets junk."""
 
-    def __init__(
-        self, diagnosis: str, new_file: str, solutions: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, diagnosis: str, new_file: str) -> None:
         self.requests: list[dict] = []
-        self.solutions = solutions or {}
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -60,10 +57,8 @@ class ScriptedEndpoint:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append(body)
-                if "prompt" in body:  # a completion: the solution when sampled, else junk
-                    sampled = body.get("temperature", 0) > 0
-                    text = outer.solutions.get(body["prompt"], "  pass\n") if sampled else "  0\n"
-                    choice = {"text": text}
+                if "prompt" in body:
+                    choice = {"text": "  0\n"}
                 else:
                     system = body["messages"][0]["content"]
                     text = diagnosis if "review" in system else f"Here:\n```python\n{new_file}```\n"
@@ -97,11 +92,33 @@ class ScriptedEndpoint:
         self.server.server_close()
 
 
+class SamplingSolves(TransformersBackend):
+    """The tiny model, except that while `solutions` is set a sampled row of a prompt in it gets
+    that prompt's continuation: a policy on which sampling helps, so that a proposal to sample
+    can win `improve`'s checks, which run on the policy. `asked` records each row's prompt and
+    temperature meanwhile."""
+
+    solutions: dict[str, str] = {}
+    asked: list[tuple[str, float]] = []
+
+    def generate(self, prompts, config, perturbation=None, member_of_row=None, on_done=None):
+        out = super().generate(prompts, config, perturbation, member_of_row, on_done)
+        if not self.solutions:
+            return out
+        self.asked += [(p, config.temperature) for p in prompts]
+        if config.temperature == 0:
+            return out
+        return [
+            Generation(self.solutions[p], 8, "stop") if p in self.solutions else g
+            for p, g in zip(prompts, out, strict=True)
+        ]
+
+
 @pytest.fixture(scope="module")
 def backend():
     torch.set_num_threads(1)
     model, tokenizer = tiny_model(TinyModelConfig(seed=0))
-    return TransformersBackend(model, tokenizer)
+    return SamplingSolves(model, tokenizer)
 
 
 @pytest.fixture(scope="module")
@@ -357,19 +374,21 @@ def test_check_changes_rejects_bad_diffs():
 
 
 def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
-    agent_pool, scoring_pool, gateway, tasks, tmp_path
+    agent_pool, scoring_pool, gateway, backend, tasks, tmp_path
 ):
     seed = short(seed_files())
     failed = solve(seed, tasks, agent_pool, gateway, FAST, scoring=Scoring(scoring_pool)).attempts
     assert any(not a.passed for a in failed)
     solutions = {t.prompt: t.reference for t in tasks if t.reference}
-    scripted = ScriptedEndpoint("It stopped too early. Sample more.", NEW_KNOBS, solutions)
+    scripted = ScriptedEndpoint("It stopped too early. Sample more.", NEW_KNOBS)
+    backend.solutions, backend.asked = solutions, []
     try:
         proposal = propose(
             seed, failures.failed(failed), agent_pool, gateway, proposer=scripted.endpoint
         )
     finally:
         scripted.close()
+        backend.solutions = {}
     assert proposal.ok, proposal.failure
     assert proposal.diagnosis == "It stopped too early. Sample more."
     settings = seed["scaffold/settings.py"]
@@ -384,19 +403,22 @@ def test_propose_validate_commit_evaluate_with_a_scripted_endpoint(
     assert any(line.startswith("SAMPLES = 2") for line in child_settings)
     assert proposal.flags == []
     assert "wrote" in proposal.note and "SAMPLES" in proposal.note, proposal.note  # it says so
-    # every call went to the scripted endpoint: the diagnosis, improve's greedy and sampled
-    # proposals (the scripted server answers the same text each time: one proposal), then solve
-    # on each shown failed task's examples with today's knobs (greedy: junk), then on the
-    # failing ones (at most 3) with the proposal's (sampled: the task's reference, so it does
-    # better and is kept) and with up to four one-knob neighbours' (a retry neighbour: 2 calls)
+    # the proposer (the scripted endpoint) got the diagnosis and improve's greedy and sampled
+    # proposals (it answers the same text each time: one proposal), nothing else; the checks
+    # ran on the policy the child runs with: solve on each shown failed task's examples with
+    # today's knobs (greedy: junk), then on the failing ones (at most 3) with the proposal's
+    # (sampled: the task's reference, so it does better and is kept) and with up to four
+    # one-knob neighbours' (a retry neighbour: 2 calls)
     shown = min(DEFAULT_EDIT.failures_shown, sum(not a.passed for a in failed))
-    assert 3 + shown + 1 <= len(scripted.requests) <= 3 + shown + 3 * 5 * 2
+    assert len(scripted.requests) == 3
     assert all("Sample more." in r["messages"][1]["content"] for r in scripted.requests[1:3])
     statement = scripted.requests[1]["messages"][1]["content"]
     assert statement.count("Task prompt:") == shown  # the diagnosed task and the others
-    checks = scripted.requests[3:]
-    assert [r["temperature"] for r in checks[:shown]] == [0.0] * shown  # today's, all greedy
-    assert 0.7 in [r["temperature"] for r in checks[shown:]]  # the proposal's, tried after
+    checks = backend.asked
+    assert shown + 1 <= len(checks) <= shown + 3 * 5 * 2
+    assert [t for _, t in checks[:shown]] == [0.0] * shown  # today's, all greedy
+    assert 0.7 in [t for _, t in checks[shown:]]  # the proposal's, tried after
+    assert {p for p, _ in checks} <= set(solutions)  # the failed tasks' own prompts
 
     with Archive(tmp_path / "run") as archive:
         root = archive.add_root("tiny", "0" * 16, files=seed)

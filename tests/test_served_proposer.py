@@ -44,7 +44,7 @@ def test_a_served_model_answers_through_the_gateway_and_stops_with_close(tmp_pat
         assert served.endpoint is not None and served.endpoint.base_url.startswith("http://127.")
         token = gateway.open_session("edit:diagnose", Budget(tokens=40), external=served.endpoint)
         llm = LLM(gateway.socket_path, token)
-        assert llm.models() == ["smollm2-135m"]
+        assert llm.models() == ["smollm2-135m", "lineage-policy"]  # the policy: if named
         reply = llm.chat([{"role": "user", "content": "Name a colour."}], max_tokens=16)
         record = gateway.close_session(token)
         assert len(reply) == 1 and reply[0].strip()

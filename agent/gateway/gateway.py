@@ -4,7 +4,10 @@ A host-side HTTP server on a Unix socket (mounted into containers) speaks a subs
 API. Each container holds a bearer token for one session (label, budget, ES member, and optionally
 an external endpoint). Local calls from every session go to one batcher thread, so calls from many
 containers share `generate` calls; a session of ES member m generates with m's low-rank
-perturbation. Everything a session asked and got is kept for its `SessionRecord`.
+perturbation. A session with an external endpoint (an edit's proposer) is answered there,
+except for calls naming the local policy (`/v1/models` lists it after the endpoint's model), so
+an edit's `improve` can check its proposals on the model the child runs with, under the same
+budget. Everything a session asked and got is kept for its `SessionRecord`.
 
 Greedy outputs are what the backend gives a prompt alone (as far as its batching keeps them so:
 exactly in fp32). Sampled ones with a `seed` repeat only for the same batch (the backend draws
@@ -265,9 +268,8 @@ class Gateway:
             session = self._authenticate(head.authorization)
         except ApiError as exc:
             return exc.status, exc.body()
-        model = session.external.model if session.external else self.config.model_name
         if head.path == "/v1/models":
-            return 200, models_body(model)
+            return 200, models_body(*self._models(session))
         endpoint = head.path.removeprefix("/v1/")
         limit = self.config.max_body_bytes
         if head.length > limit:
@@ -281,9 +283,22 @@ class Gateway:
             )
             session.refuse(CallRecord(endpoint, {}, error=reason, body_bytes=head.length))
             return overloaded(reason)
-        return _SessionCall(self, session, endpoint, model, head.length)
+        return _SessionCall(self, session, endpoint, head.length)
 
-    def _call(self, session: Session, endpoint: str, raw: bytes, model: str) -> dict[str, Any]:
+    def _models(self, session: Session) -> list[str]:
+        """What a session reaches: the model that answers its calls first; where that is a
+        proposer's endpoint, the local policy after it (a call whose `model` names it)."""
+        policy = self.config.model_name
+        return [policy] if session.external is None else [session.external.model, policy]
+
+    def _endpoint(self, session: Session, request: Request) -> ExternalEndpoint | None:
+        """Where a call goes: the session's proposer, unless the call names the local policy (an
+        edit's `improve` checks its proposals on the policy the child will run with)."""
+        if session.external is None or request.body.get("model") == self.config.model_name:
+            return None
+        return session.external
+
+    def _call(self, session: Session, endpoint: str, raw: bytes) -> dict[str, Any]:
         """One generating call: parse, count the prompts, admit against the budget, generate,
         record, answer. A refused call is recorded by its size and reason only."""
         started = time.monotonic()
@@ -298,8 +313,9 @@ class Gateway:
                     f"{self.config.max_batch_rows}",
                     param="n",
                 )
-            prompts = self._prompts(request, session)
-            prompt_tokens, room = self._measure(request, session, prompts)
+            external = self._endpoint(session, request)
+            prompts = self._prompts(request, external)
+            prompt_tokens, room = self._measure(request, session, external, prompts)
             max_tokens = session.admit(
                 request.rows,
                 request.decoding.max_tokens,
@@ -328,7 +344,9 @@ class Gateway:
         done = record(error="interrupted")
         reused = False
         try:
-            outcome, reused = self._generate(session, request, prompts, max_tokens, prompt_tokens)
+            outcome, reused = self._generate(
+                session, external, request, prompts, max_tokens, prompt_tokens
+            )
             done = record(outcome)
         except GatewayClosed as exc:
             done = record(error=str(exc))
@@ -344,16 +362,23 @@ class Gateway:
         with self._lock:
             self._calls += 1
             self._tokens += 0 if reused else outcome.completion_tokens
+        model = self.config.model_name if external is None else external.model
         return response_body(request, outcome, model)
 
-    def _measure(self, request: Request, session: Session, prompts: list[str]) -> tuple[int, int]:
+    def _measure(
+        self,
+        request: Request,
+        session: Session,
+        external: ExternalEndpoint | None,
+        prompts: list[str],
+    ) -> tuple[int, int]:
         """(prompt tokens of all rows, tokens each row may still generate in the context). A
         prompt over the context is a 400; over the prompt budget, `admit` refuses it. A prompt
         whose length alone shows it is over either is not tokenized (see `PromptMeter`)."""
         # An external chat is rendered by the endpoint: its messages stand in for the prompt,
         # and the endpoint (its own context unknown here) enforces its context itself.
         texts = prompts or ["".join(m["content"] for m in request.messages)]
-        context = None if session.external else self.meter.context_tokens
+        context = None if external else self.meter.context_tokens
         budget = session.prompt_tokens_left()
         per_row = None if budget is None else budget // request.n
         limit = min((x for x in (per_row, context and context - 1) if x is not None), default=None)
@@ -387,12 +412,12 @@ class Gateway:
             )
         return session
 
-    def _prompts(self, request: Request, session: Session) -> list[str]:
+    def _prompts(self, request: Request, external: ExternalEndpoint | None) -> list[str]:
         """What the model sees, one per distinct prompt: a chat rendered by the template (an
         external endpoint renders its own chats, so its prompts stay the messages)."""
         if request.kind == "completion":
             return list(request.prompts)
-        if session.external is not None:
+        if external is not None:
             return []
         if self.chat_template is None:
             raise ApiError(
@@ -417,14 +442,15 @@ class Gateway:
     def _generate(
         self,
         session: Session,
+        external: ExternalEndpoint | None,
         request: Request,
         prompts: list[str],
         max_tokens: int,
         prompt_tokens: int,
     ) -> tuple[Outcome, bool]:
         """The call's outcome, and whether it was a reused greedy reply."""
-        if session.external is not None:
-            return self._forward(session, request, max_tokens), False
+        if external is not None:
+            return self._forward(session, external, request, max_tokens), False
         decoding = dataclasses.replace(request.decoding, max_tokens=max_tokens)
         rows = [p for p in prompts for _ in range(request.n)]
         weights = self._weights(session)
@@ -454,11 +480,11 @@ class Gateway:
             return None
         return self._weights_key()
 
-    def _forward(self, session: Session, request: Request, max_tokens: int) -> Outcome:
+    def _forward(
+        self, session: Session, endpoint: ExternalEndpoint, request: Request, max_tokens: int
+    ) -> Outcome:
         """Run the external call in its own thread, so that `close()` can answer it 503 at once;
         the thread ends when the endpoint answers or its timeout passes."""
-        endpoint = session.external
-        assert endpoint is not None
         left = session.seconds_left()
         timeout = endpoint.timeout_s if left is None else max(0.1, min(endpoint.timeout_s, left))
         future: Future = Future()
@@ -485,15 +511,13 @@ class _SessionCall:
     """A request admitted from its head: it holds one of its session's places in flight until
     its body is answered or abandoned (the server calls exactly one of the two)."""
 
-    def __init__(
-        self, gateway: Gateway, session: Session, endpoint: str, model: str, length: int
-    ) -> None:
+    def __init__(self, gateway: Gateway, session: Session, endpoint: str, length: int) -> None:
         self.gateway, self.session, self.endpoint = gateway, session, endpoint
-        self.model, self.length = model, length
+        self.length = length
 
     def __call__(self, body: bytes) -> Answer:
         try:
-            return 200, self.gateway._call(self.session, self.endpoint, body, self.model)
+            return 200, self.gateway._call(self.session, self.endpoint, body)
         except ApiError as exc:
             return exc.status, exc.body()
         except Exception as exc:  # a bug here must not kill the handler thread silently

@@ -257,8 +257,11 @@ def response_body(request: Request, outcome: Outcome, model: str) -> dict[str, A
     }
 
 
-def models_body(model: str) -> dict[str, Any]:
+def models_body(*models: str) -> dict[str, Any]:
     return {
         "object": "list",
-        "data": [{"id": model, "object": "model", "created": 0, "owned_by": "lineage"}],
+        "data": [
+            {"id": model, "object": "model", "created": 0, "owned_by": "lineage"}
+            for model in models
+        ],
     }

@@ -69,11 +69,16 @@ class LLM:
     """A client of one gateway session. Safe to share between threads (one connection per call),
     and calls from several threads are batched together by the gateway."""
 
-    def __init__(self, socket_path, token, timeout_s=600):
+    def __init__(self, socket_path, token, timeout_s=600, model=None):
         self.socket_path = socket_path
         self.token = token
         self.timeout_s = timeout_s
+        self.model = model  # named in every call (None: whatever answers the session by default)
         self.last_usage = None  # the `usage` of the latest successful call
+
+    def using(self, model):
+        """The same session, every call naming `model` (one of `models()`)."""
+        return LLM(self.socket_path, self.token, self.timeout_s, model)
 
     def complete(
         self, prompt, *, max_tokens=384, temperature=0.0, top_p=1.0, stop=None, n=1, seed=None
@@ -108,10 +113,13 @@ class LLM:
         return [choice["message"]["content"] or "" for choice in _choices(answer)]
 
     def models(self):
-        """Names of the models this session reaches."""
+        """Names of the models this session reaches: the one answering by default first; where
+        that is a proposer model, the policy (the agent's own model) after it."""
         return [m["id"] for m in self._request("GET", "/v1/models", None)["data"]]
 
     def _post(self, path, body):
+        if self.model is not None:
+            body["model"] = self.model
         answer = self._request("POST", path, body)
         self.last_usage = answer.get("usage")
         return answer

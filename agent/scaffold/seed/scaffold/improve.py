@@ -69,7 +69,8 @@ def improve(workspace, problem_statement, llm):
     best = proposals[0]  # the greedy reply's, unless a check says otherwise
     judged = "unchecked (no task with a visible example)"
     if tasks:
-        today = check_all([(task, {}) for task in tasks + solved], llm)
+        policy = policy_of(llm)
+        today = check_all([(task, {}) for task in tasks + solved], policy)
         failing = [(t, s) for t, s in zip(tasks, today[: len(tasks)], strict=True) if s < 1.0]
         failing = failing[:CHECK_TASKS]
         if not failing:
@@ -77,7 +78,7 @@ def improve(workspace, problem_statement, llm):
         # solved tasks whose examples pass today: a proposal that breaks one loses its points
         kept = [(t, s) for t, s in zip(solved, today[len(tasks) :], strict=True) if s >= 1.0]
         checked = failing + kept
-        scores = check_all([(t, p) for p in proposals for t, _ in checked], llm)
+        scores = check_all([(t, p) for p in proposals for t, _ in checked], policy)
         totals = [sum(scores[i : i + len(checked)]) for i in range(0, len(scores), len(checked))]
         base = sum(s for _, s in checked)
         solved_too = f" and {len(kept)} solved" if kept else ""
@@ -92,6 +93,17 @@ def improve(workspace, problem_statement, llm):
         f.write(apply_knobs(source, best))
     origin = "the model's proposal" if best in proposed else "a neighbour of today's"
     return f"{tried}; {judged}: wrote {best} ({origin})"
+
+
+def policy_of(llm):
+    """The model proposals are checked on: the agent's own policy, which the child will run
+    with, even where a proposer model writes the proposals (the gateway then lists the policy
+    after the proposer, and serves calls that name it)."""
+    try:
+        names = llm.models()
+    except Exception:  # a client or a model that cannot list: the session's own
+        return llm
+    return llm.using(names[-1]) if len(names) > 1 else llm
 
 
 def comments(source):

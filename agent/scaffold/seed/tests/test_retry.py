@@ -193,3 +193,39 @@ def test_improve_does_not_trade_a_solved_task_for_a_lucky_draw():
                 "RETRY_SAMPLES = 0", "RETRY_SAMPLES = 2"
             )
             assert "on the examples of 1 failing and 1 solved tasks" in note, note
+
+
+class WithProposer(ScriptedModel):
+    """A session whose calls go to a proposer model by default, one that answers every task
+    right; calls naming the policy reach the scripted policy (greedy wrong, sampled right)."""
+
+    def __init__(self, proposals):
+        super().__init__(proposals)
+        self.policy = ScriptedModel()
+
+    def chat(self, messages, temperature=0.0, n=1, **kw):
+        if "You tune a coding agent" in messages[0]["content"]:
+            return super().chat(messages, temperature=temperature, n=n, **kw)
+        return [RIGHT] * n
+
+    def models(self):
+        return ["proposer", "policy"]
+
+    def using(self, name):
+        assert name == "policy"
+        return self.policy
+
+
+def test_improve_checks_proposals_on_the_policy_not_the_proposer():
+    if not HAS_RETRY:
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        settings_file = Path(folder) / "scaffold" / "settings.py"
+        settings_file.parent.mkdir()
+        settings_file.write_text("RETRY_SAMPLES = 0\n")
+        statement = f"Task prompt:\n```python\n{PROMPT}```\nEntry point: add\n"
+        with knobs_set(**GREEDY):
+            note = improve(folder, statement, WithProposer(["RETRY_SAMPLES = 2"] * 4))
+        # on the proposer today's settings would pass the example; on the policy they fail it,
+        # and the retry the proposer proposed fixes it
+        assert settings_file.read_text() == "RETRY_SAMPLES = 2\n", note

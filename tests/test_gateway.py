@@ -357,6 +357,27 @@ def test_call_budget_refuses_the_extra_call(recording: RecordingBackend) -> None
     assert [c.error is None for c in record.calls] == [True, True, False]
 
 
+def test_the_host_asks_in_process_as_a_container_would(
+    recording: RecordingBackend, backend: TransformersBackend
+) -> None:
+    """An edit's diagnosis is the host's own call: no socket, the same checks and record."""
+    with Gateway(recording, GatewayConfig(batch_window_s=0.0)) as gateway:
+        token = gateway.open_session("host", Budget(calls=1))
+        status, body = gateway.ask(
+            token, "/v1/completions", {"prompt": "def add(a, b):", "max_tokens": 8}
+        )
+        spent = gateway.ask(token, "/v1/completions", {"prompt": "x", "max_tokens": 1})
+        unknown = gateway.ask("nope", "/v1/completions", {"prompt": "x"})
+        nowhere = gateway.ask(token, "/v1/embeddings", {"input": "x"})
+        record = gateway.close_session(token)
+    assert status == 200
+    assert [c["text"] for c in body["choices"]] == direct(backend, ["def add(a, b):"], 8)
+    assert spent[0] == 429 and "call budget" in spent[1]["error"]["message"]
+    assert unknown[0] == 401 and nowhere[0] == 404
+    assert record.calls_used == 1 and len(recording.calls) == 1
+    assert [c.error is None for c in record.calls] == [True, False]
+
+
 def test_time_budget_counts_from_the_first_call(recording: RecordingBackend) -> None:
     with Gateway(recording, GatewayConfig(batch_window_s=0.0)) as gateway:
         token = gateway.open_session("time", Budget(seconds=0.5))

@@ -30,6 +30,7 @@ session's prompt budget before anything generates.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import secrets
 import shutil
@@ -254,6 +255,14 @@ class Gateway:
         }
 
     # -- requests --------------------------------------------------------------------------
+    def ask(self, token: str, path: str, body: dict[str, Any]) -> Answer:
+        """A call from this process under a session (the host's own: an edit's diagnosis), as a
+        container's call would go but without the socket: the same route, token, size, budget
+        and in-flight checks, the same record. Returns (HTTP status, JSON body)."""
+        raw = json.dumps(body).encode()
+        begun = self._begin(Head("POST", path, f"Bearer {token}", len(raw)))
+        return begun if isinstance(begun, tuple) else begun(raw)
+
     def _begin(self, head: Head) -> Answer | Call:
         """The app behind the HTTP server, shown a request's head: an answer at once (an error,
         or the models list), or the call that takes its body."""

@@ -17,7 +17,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.gateway import Budget, ExternalEndpoint, Gateway
 from agent.scaffold.failures import TaskFailure
 from agent.scaffold.jobs import IMPROVE_NOTE_CHARS, PROTECTED_PATHS, improve_job, selftest_job
-from agent.scaffold.llm_client import LLM, LLMError
 from agent.scaffold.repo import Files, apply_changes
 from agent.scaffold.syntax import syntax_problem
 from archive.paths import MAX_SCAFFOLD_BYTES, path_problem, size_problem, tree_problem
@@ -229,12 +228,7 @@ def propose(
         proposal.failure = f"proposer: {exc}"
         return proposal
     try:
-        replies = LLM(gateway.socket_path, token).chat(
-            diagnosis_messages(files, failure), max_tokens=config.diagnosis_tokens, temperature=0.0
-        )
-        proposal.diagnosis = replies[0].strip() if replies else ""
-    except (LLMError, OSError) as exc:
-        proposal.failure = f"diagnosis failed: {exc}"
+        proposal.diagnosis, proposal.failure = diagnose(gateway, token, files, failure, config)
     finally:
         proposal.tokens += gateway.close_session(token).tokens_used
     if proposal.failure:
@@ -277,6 +271,24 @@ def propose(
     proposal.files = apply_changes(files, changes)
     proposal.flags = flags_for(changes)
     return validate(proposal, agent_pool, config)
+
+
+def diagnose(
+    gateway: Gateway, token: str, files: Files, failure: TaskFailure, config: EditConfig
+) -> tuple[str, str | None]:
+    """(the diagnosis, why there is none): one greedy chat under the diagnosis session, asked
+    in this process (the gateway's own checks and record, no socket)."""
+    body = {
+        "messages": diagnosis_messages(files, failure),
+        "max_tokens": config.diagnosis_tokens,
+        "temperature": 0.0,
+    }
+    status, answer = gateway.ask(token, "/v1/chat/completions", body)
+    if status != 200:
+        message = (answer.get("error") or {}).get("message", answer)
+        return "", f"diagnosis failed: LLM gateway answered {status}: {message}"
+    choices = answer.get("choices") or [{}]
+    return (choices[0].get("message", {}).get("content") or "").strip(), None
 
 
 def improve_report(kept: object) -> tuple[object, str]:

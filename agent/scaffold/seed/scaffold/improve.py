@@ -43,7 +43,7 @@ MAX_STR_KNOB = 32
 MAX_NOTE_CHARS = 120  # of a knob's comment, as the proposer is shown it
 NEIGHBOURS = 4  # one-knob changes drawn without the model, tried beside its proposals
 CHECK_TASKS = 3  # failed tasks (of those whose examples fail today) each proposal is tried on
-GUARD_TASKS = 2  # solved tasks (those the host lists after SOLVED_MARK) a proposal must keep
+GUARD_TASKS = 8  # solved tasks (those the host lists after SOLVED_MARK) a proposal must keep
 SOLVED_MARK = "Tasks the agent solves today"
 PARALLEL_CHECKS = 4  # solves run at once while checking (each its own child process)
 CHECK_TIMEOUT_S = 240.0  # one check's solve; past it the check counts as no example passed
@@ -68,6 +68,7 @@ def improve(workspace, problem_statement, llm):
         return f"{tried}: nothing to try"
     best = proposals[0]  # the greedy reply's, unless a check says otherwise
     judged = "unchecked (no task with a visible example)"
+    scored = ""  # each proposal's total, for whoever reads the note (a later improve, a person)
     if tasks:
         policy = policy_of(llm)
         today = check_all([(task, {}) for task in tasks + solved], policy)
@@ -83,8 +84,11 @@ def improve(workspace, problem_statement, llm):
         base = sum(s for _, s in checked)
         solved_too = f" and {len(kept)} solved" if kept else ""
         judged = f"on the examples of {len(failing)} failing{solved_too} tasks: today {base:.2f}"
+        scored = "; tried " + ", ".join(
+            f"{p} {t:.2f}" for p, t in zip(proposals, totals, strict=True)
+        )
         if max(totals) <= base:
-            return f"{tried}; {judged}, best proposal {max(totals):.2f}: kept today's"
+            return f"{tried}; {judged}, best proposal {max(totals):.2f}: kept today's{scored}"
         best = proposals[totals.index(max(totals))]  # ties keep the earlier proposal
         judged += f", {best} {max(totals):.2f}"
     elif not proposed:
@@ -92,7 +96,7 @@ def improve(workspace, problem_statement, llm):
     with open(path, "w") as f:
         f.write(apply_knobs(source, best))
     origin = "the model's proposal" if best in proposed else "a neighbour of today's"
-    return f"{tried}; {judged}: wrote {best} ({origin})"
+    return f"{tried}; {judged}: wrote {best} ({origin}){scored}"
 
 
 def policy_of(llm):

@@ -193,6 +193,8 @@ def test_improve_does_not_trade_a_solved_task_for_a_lucky_draw():
                 "RETRY_SAMPLES = 0", "RETRY_SAMPLES = 2"
             )
             assert "on the examples of 1 failing and 1 solved tasks" in note, note
+            # the note says what each proposal scored, the model's first
+            assert "; tried {'TEMPERATURE': 0.8} 1.00, {'RETRY_SAMPLES': 2} 2.00" in note, note
 
 
 class WithProposer(ScriptedModel):

@@ -27,7 +27,6 @@ from agent.policy.backends import (
     BuiltBackend,
     build_backend,
     unusable,
-    vllm_config,
 )
 from agent.policy.transformers_backend import TransformersBackend, TransformersBackendConfig
 
@@ -69,11 +68,6 @@ def backend_spec(config: RunConfig) -> BackendSpec:
         rank=config.es.rank,
         targets=tuple(config.es.target_modules),
     )
-
-
-def engine_config(config: RunConfig):
-    """The vLLM engine a run needs (what each Ray replica builds, too)."""
-    return vllm_config(backend_spec(config))
 
 
 def open_policy(config: RunConfig) -> OpenedPolicy:
